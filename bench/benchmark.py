@@ -1,0 +1,112 @@
+"""Benchmark the default recipe: train, grade as the course does, record quality, speed and size.
+
+    python bench/benchmark.py --train ../shared/data/public_data/train --test ../shared/data/public_data
+    python bench/benchmark.py --checkpoint segmentation_model.pth --test ../shared/data/public_data
+
+The first trains with train_model's defaults (on GPU when present) and grades the result; the
+second grades an existing checkpoint. Both write `<out>/benchmark.json` and `<out>/benchmark.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import segmentation  # noqa: E402
+from run_tests import evaluate, find_test_folders, marks_for  # noqa: E402
+
+
+def time_predict(model, images, repeats: int = 3) -> float:
+    """Median milliseconds per predict() call (TTA included) over `images`."""
+    segmentation.predict(model, images[0])  # warm-up
+    times = []
+    for path in images:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segmentation.predict(model, path)
+            times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def markdown(record: dict) -> str:
+    q = record["quality"]
+    lines = [f"| | |", "|---|---|",
+             f"| mean IoU (flip TTA, as shipped) | **{q['mean_iou']:.4f}** (marks {marks_for(q['mean_iou'])}/10) |",
+             f"| mean IoU without TTA | {q['mean_iou_no_tta']:.4f} |",
+             f"| images below IoU 0.5 | {q['share_below_0_5']:.1%} |"]
+    if "training" in record:
+        t = record["training"]
+        lines += [f"| training | {t['seconds'] / 60:.1f} min, {t['images_per_second']:.1f} images/s, "
+                  f"{t['epochs']} epochs on {t['images']} images ({t['device']}) |"]
+    s = record["speed"]
+    lines += [f"| predict | {s['predict_ms_640x360']:.0f} ms per 640x360 image, "
+              f"{s['predict_ms_own_size']:.0f} ms at the test images' own sizes |",
+              f"| peak memory (process) | {record['peak_memory_mb']:.0f} MB |",
+              f"| checkpoint | {record['checkpoint_mb']:.1f} MB |",
+              f"| machine | {record['machine']['cores']} cores, torch {record['machine']['torch']}, "
+              f"{record['machine']['processor']} |", "",
+              "| class | images | IoU | IoU without TTA |", "|---|---|---|---|"]
+    for name, iou in q["per_class"].items():
+        lines.append(f"| {name} | {q['class_sizes'][name]} | {iou:.4f} | {q['per_class_no_tta'][name]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", help="training folder; omit to grade --checkpoint as it is")
+    parser.add_argument("--test", required=True, help="data folder with test/{images,gt}")
+    parser.add_argument("--checkpoint", default="bench/results/model.pth",
+                        help="where training saves the model (replaced), or the model to grade")
+    parser.add_argument("--out", default="bench/results", help="folder for benchmark.json/.md")
+    parser.add_argument("--epochs", type=int, default=segmentation.TRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--seed", type=int, default=segmentation.TRAIN_DEFAULTS["seed"])
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "checkpoint": args.checkpoint}
+    if args.train:
+        start = time.time()
+        segmentation.train_model(args.train, epochs=args.epochs, seed=args.seed,
+                                 out_path=args.checkpoint, overwrite=True)
+        seconds = time.time() - start
+        n = len(segmentation.find_pairs(args.train))
+        record["training"] = {"seconds": seconds, "epochs": args.epochs, "images": n, "seed": args.seed,
+                              "images_per_second": args.epochs * n / seconds,
+                              "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    model = segmentation.load_model(args.checkpoint)
+    with_tta = evaluate(lambda p: segmentation.predict(model, p), args.test)
+    without = evaluate(lambda p: segmentation.predict(model, p, flip_tta=False), args.test)
+    ious = np.array([r["iou"] for r in with_tta["records"]])
+    record["quality"] = {"mean_iou": with_tta["mean_iou"], "mean_iou_no_tta": without["mean_iou"],
+                         "per_class": with_tta["per_class"], "per_class_no_tta": without["per_class"],
+                         "class_sizes": with_tta["class_sizes"],
+                         "share_below_0_5": float((ious < 0.5).mean())}
+    images_dir, _ = find_test_folders(args.test)
+    sample = sorted(images_dir.glob("*/*.jpg"))[::max(1, len(list(images_dir.glob('*/*.jpg'))) // 20)]
+    wide = [p for p in sample if segmentation.read_image(p).shape[:2] == (360, 640)] or sample[:1]
+    record["speed"] = {"predict_ms_own_size": time_predict(model, sample, 1),
+                       "predict_ms_640x360": time_predict(model, wide[:5])}
+    record["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["checkpoint_mb"] = os.path.getsize(args.checkpoint) / 2**20
+    record["machine"] = {"cores": os.cpu_count(), "torch": torch.__version__,
+                         "torchvision": segmentation.torchvision.__version__,
+                         "processor": platform.processor() or platform.machine(),
+                         "threads": torch.get_num_threads()}
+    (out / "benchmark.json").write_text(json.dumps(record, indent=2))
+    (out / "benchmark.md").write_text(markdown(record))
+    print(markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

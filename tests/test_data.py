@@ -1,0 +1,96 @@
+"""The data loader: layout checks that report every problem, and the real data's oddities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_dataset
+from segmentation import DataError, SegmentationData, find_pairs, read_image, read_mask, split_pairs
+
+
+def test_find_pairs(tiny_data):
+    pairs = find_pairs(tiny_data)
+    assert len(pairs) == 8
+    assert {cls for _, _, cls in pairs} == {"a", "b"}
+    assert all(m.parent.parent.name == "gt" and m.stem == i.stem for i, m, _ in pairs)
+
+
+def test_missing_folder_and_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="images: folder not found"):
+        find_pairs(tmp_path)
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "gt").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        find_pairs(tmp_path)
+
+
+def test_all_layout_problems_reported_at_once(tiny_data):
+    orphan_image = tiny_data / "gt" / "a" / "000.png"
+    orphan_image.unlink()
+    orphan_mask = tiny_data / "images" / "b" / "001.jpg"
+    orphan_mask.unlink()
+    with pytest.raises(DataError) as info:
+        find_pairs(tiny_data)
+    message = str(info.value)
+    assert "2 problem(s)" in message
+    assert str(tiny_data / "images" / "a" / "000.jpg") in message and "no mask" in message
+    assert str(tiny_data / "gt" / "b" / "001.png") in message and "without an image" in message
+
+
+def test_unreadable_and_mismatched_files_reported_at_once(tiny_data):
+    broken = tiny_data / "images" / "a" / "001.jpg"
+    broken.write_bytes(b"garbage")
+    wrong_size = tiny_data / "gt" / "b" / "002.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(wrong_size)
+    with pytest.raises(DataError) as info:
+        SegmentationData(tiny_data, image_size=32)
+    message = str(info.value)
+    assert "2 problem(s)" in message
+    assert str(broken) in message and str(wrong_size) in message and "10x10" in message
+
+
+def test_real_data_oddities(tmp_path):
+    """Files named .jpg that are GIF or PNG, palette/RGBA/grey photos, an empty mask."""
+    root = make_dataset(tmp_path / "d", classes=("a",), per_class=4, size=(30, 40))
+    images = sorted((root / "images" / "a").glob("*.jpg"))
+    rgb = np.asarray(Image.open(images[0]))
+    Image.fromarray(rgb).convert("P").save(images[0], format="GIF")
+    Image.fromarray(rgb).convert("RGBA").save(images[1], format="PNG")
+    Image.fromarray(rgb).convert("L").save(images[2], format="JPEG")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(root / "gt" / "a" / "003.png")
+    data = SegmentationData(root, image_size=32)
+    assert data.images.shape == (4, 3, 32, 32) and data.masks.shape == (4, 1, 32, 32)
+    grey = read_image(images[2])
+    assert grey.shape == (30, 40, 3)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert not read_mask(root / "gt" / "a" / "003.png").any()
+    images_batch, masks_batch = data.batch([0, 3])
+    assert masks_batch[1].sum() == 0 and images_batch.dtype.is_floating_point
+
+
+def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path):
+    """A mask drawn as a white square on a black image must still cover the white pixels."""
+    root = tmp_path / "d"
+    (root / "images" / "a").mkdir(parents=True)
+    (root / "gt" / "a").mkdir(parents=True)
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 20:50] = True
+    Image.fromarray(np.repeat(mask[:, :, None] * 255, 3, 2).astype(np.uint8)).save(root / "images" / "a" / "x.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(root / "gt" / "a" / "x.png")
+    data = SegmentationData(root, image_size=64)
+    import torch
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        images, masks = data.batch([0], generator, augment=True)
+        bright = images[0].mean(0) > images[0].mean()
+        assert (bright == (masks[0, 0] > 0.5)).float().mean() > 0.95
+
+
+def test_split_pairs_holds_out_a_block_per_class(tiny_data):
+    pairs = find_pairs(tiny_data)
+    train, val = split_pairs(pairs, 0.25)
+    assert len(train) == 6 and len(val) == 2
+    assert {p[0].stem for p in val} == {"003"}  # the last of each class in name order
+    assert split_pairs(pairs, 0.0) == (pairs, [])

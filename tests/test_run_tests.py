@@ -1,0 +1,91 @@
+"""run_tests.py must grade exactly as the course does: checked against an independent IoU."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import run_tests
+from segmentation import DataError
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def graded(tmp_path):
+    """A test folder of hand-made masks, and 'predictions' that are known probability maps."""
+    rng = np.random.default_rng(0)
+    truths, probs = {}, {}
+    for cls, name, shape in [("a", "x", (20, 30)), ("a", "y", (25, 25)), ("b", "z", (40, 10))]:
+        truth = rng.random(shape) > 0.6
+        prob = np.clip(truth * 0.7 + rng.random(shape) * 0.5, 0, 1).astype(np.float32)
+        _write(tmp_path / "test" / "images" / cls / f"{name}.jpg", np.zeros(shape + (3,), np.uint8))
+        _write(tmp_path / "test" / "gt" / cls / f"{name}.png", truth.astype(np.uint8) * 255)
+        truths[f"{cls}/{name}"], probs[f"{cls}/{name}"] = truth, prob
+    def predict_fn(path):
+        parts = path.replace("\\", "/").split("/")
+        return probs[f"{parts[-2]}/{parts[-1][:-4]}"]
+    return tmp_path, truths, probs, predict_fn
+
+
+def test_agrees_with_an_independent_iou(graded):
+    root, truths, probs, predict_fn = graded
+    result = run_tests.evaluate(predict_fn, root)
+    expected = {}
+    for key, truth in truths.items():
+        pred = probs[key] > 0.5
+        expected[key] = (pred & truth).sum() / (pred | truth).sum()
+    got = {r["image"]: r["iou"] for r in result["records"]}
+    assert got == pytest.approx(expected)
+    assert result["mean_iou"] == pytest.approx(np.mean(list(expected.values())))
+    assert result["per_class"]["b"] == pytest.approx(expected["b/z"])
+
+
+def test_course_layout(graded, tmp_path):
+    """00_test_val_input/test/images/<class>/ with 00_test_val_gt/<class>/ grades the same."""
+    root, _, _, predict_fn = graded
+    expected = run_tests.evaluate(predict_fn, root)["records"]
+    course = tmp_path / "course"
+    (course / "00_test_val_input" / "test").mkdir(parents=True)
+    shutil.move(str(root / "test" / "images"), str(course / "00_test_val_input" / "test" / "images"))
+    shutil.move(str(root / "test" / "gt"), str(course / "00_test_val_gt"))
+    assert run_tests.evaluate(predict_fn, course)["records"] == expected
+
+
+def test_both_empty_counts_as_one(tmp_path):
+    _write(tmp_path / "test" / "images" / "a" / "e.jpg", np.zeros((8, 8, 3), np.uint8))
+    _write(tmp_path / "test" / "gt" / "a" / "e.png", np.zeros((8, 8), np.uint8))
+    result = run_tests.evaluate(lambda p: np.zeros((8, 8), np.float32), tmp_path)
+    assert result["mean_iou"] == 1.0
+
+
+def test_problems_reported_precisely(graded):
+    root, _, _, predict_fn = graded
+    (root / "test" / "gt" / "a" / "x.png").unlink()                      # missing ground truth
+    _write(root / "test" / "gt" / "b" / "extra.png", np.zeros((4, 4), np.uint8))  # no image
+    _write(root / "test" / "gt" / "a" / "y.png", np.zeros((5, 5), np.uint8))      # wrong size
+    with pytest.raises(DataError) as info:
+        run_tests.evaluate(predict_fn, root)
+    message = str(info.value)
+    assert "3 problem(s)" in message
+    assert "a/x.jpg: no ground truth" in message
+    assert "b/extra.png: ground truth without an image" in message
+    assert "a/y.png: ground truth is 5x5" in message
+
+
+def test_wrong_prediction_shape_is_an_error(graded):
+    root, _, _, _ = graded
+    with pytest.raises(ValueError, match="expected an array of shape"):
+        run_tests.evaluate(lambda p: np.zeros((3, 3), np.float32), root)
+
+
+@pytest.mark.parametrize("iou, mark", [(0.9, 10), (0.85, 10), (0.849, 9), (0.75, 8), (0.65, 6),
+                                       (0.2, 2), (0.19, 0)])
+def test_marks(iou, mark):
+    assert run_tests.marks_for(iou) == mark

@@ -1,0 +1,119 @@
+"""Training: it learns, it is reproducible, it resumes, and it never overwrites silently."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import segmentation
+from conftest import SHARED_WEIGHTS, make_dataset, needs_shared
+from segmentation import SegmentationData, evaluate_batches, fit, get_model, train_model
+
+SIZE = 64  # tiny images keep these runs to seconds on a CPU
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    train = SegmentationData(make_dataset(root / "train", per_class=16, seed=0), SIZE)
+    val = SegmentationData(make_dataset(root / "val", per_class=6, seed=1), SIZE)
+    return train, val
+
+
+def _fit(data, epochs=1, **options):
+    torch.manual_seed(0)
+    model = get_model()
+    history = fit(model, data[0], data[1], epochs=epochs, batch_size=8, lr=3e-3, verbose=False,
+                  **options)
+    return model, history
+
+
+def test_short_training_beats_an_untrained_model(data):
+    torch.manual_seed(0)
+    untrained = evaluate_batches(get_model(), data[1], torch.device("cpu"))
+    model, history = _fit(data, epochs=12)
+    trained = evaluate_batches(model, data[1], torch.device("cpu"))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert trained > untrained + 0.2, (untrained, trained)
+    assert not model.training
+
+
+def test_same_seed_same_weights_bit_for_bit(data):
+    first, _ = _fit(data)
+    second, _ = _fit(data)
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_different_seed_different_weights(data):
+    first, _ = _fit(data)
+    second, _ = _fit(data, seed=1)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                     second.state_dict().values()))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    uninterrupted, _ = _fit(data, epochs=3)
+    state_path = tmp_path / "run.state"
+    real_save = segmentation.save_atomic
+    saves = []
+
+    def save_then_die(obj, path, overwrite=True):  # killed right after epoch 2 was saved
+        real_save(obj, path, overwrite)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(segmentation, "save_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(data, epochs=3, state_path=state_path)
+    monkeypatch.setattr(segmentation, "save_atomic", real_save)
+    assert torch.load(state_path)["epoch"] == 2
+    resumed, history = _fit(data, epochs=3, state_path=state_path, resume=True)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_existing_checkpoint_is_never_replaced_unasked(tmp_path):
+    data = make_dataset(tmp_path / "train", per_class=2)
+    out = tmp_path / "segmentation_model.pth"
+    out.write_bytes(b"the user's own model")
+    model = train_model(data, epochs=1, encoder_weights=None, out_path=out, image_size=SIZE,
+                        verbose=False)
+    assert out.read_bytes() == b"the user's own model"
+    saved = tmp_path / "segmentation_model-1.pth"
+    fresh = get_model()
+    fresh.load_state_dict(torch.load(saved, map_location="cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 fresh.state_dict().values()))
+    assert not (tmp_path / "segmentation_model-1.pth.state").exists()
+    train_model(data, epochs=1, encoder_weights=None, out_path=out, overwrite=True,
+                image_size=SIZE, verbose=False)
+    assert out.read_bytes() != b"the user's own model"
+
+
+def test_missing_encoder_weights_say_how_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.delenv(segmentation.ENCODER_WEIGHTS_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(segmentation, "_torchvision_imagenet_state", offline)
+    with pytest.raises(RuntimeError, match=segmentation.ENCODER_WEIGHTS_ENV):
+        segmentation.load_encoder_weights(get_model().encoder)
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        segmentation.load_encoder_weights(get_model().encoder, tmp_path / "nowhere.pth")
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_encoder_weights_from_the_environment(monkeypatch):
+    monkeypatch.setenv(segmentation.ENCODER_WEIGHTS_ENV, str(SHARED_WEIGHTS))
+    encoder = get_model().encoder
+    assert segmentation.load_encoder_weights(encoder) == str(SHARED_WEIGHTS)
+    expected = torch.load(SHARED_WEIGHTS, map_location="cpu")["features.0.0.weight"]
+    assert torch.equal(encoder.features[0][0].weight, expected)
+
+
+def test_command_line_reports_bad_data_without_traceback(tmp_path, capsys):
+    assert segmentation.main(["train", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "folder not found" in err and "Traceback" not in err
