@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -47,16 +47,16 @@ def find_test_folders(data_dir) -> Tuple[Path, Path]:
                     f"+ 00_test_val_gt, each with <class>/ subfolders")
 
 
-def _files(folder: Path, suffixes) -> Dict[Path, Path]:
-    """{class/name without suffix: path} for the files of `folder/<class>/`."""
-    return {p.relative_to(folder).with_suffix(""): p
-            for p in sorted(folder.glob("*/*")) if p.suffix.lower() in suffixes}
+def _files(folder: Path, suffixes, classes: Optional[Sequence[str]] = None) -> Dict[Path, Path]:
+    """{class/name without suffix: path} for the files of `folder/<class>/` (those classes only)."""
+    return {p.relative_to(folder).with_suffix(""): p for p in sorted(folder.glob("*/*"))
+            if p.suffix.lower() in suffixes and (classes is None or p.parent.name in classes)}
 
 
-def write_predictions(predict_fn: Callable[[str], np.ndarray], images_dir: Path, out_dir: Path
-                      ) -> float:
+def write_predictions(predict_fn: Callable[[str], np.ndarray], images_dir: Path, out_dir: Path,
+                      classes: Optional[Sequence[str]] = None) -> float:
     """Predict every image and save `(p > 0.5) * 255` as PNG, as the grader does; seconds per image."""
-    images = _files(images_dir, IMAGE_SUFFIXES)
+    images = _files(images_dir, IMAGE_SUFFIXES, classes)
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
     start = time.perf_counter()
@@ -72,9 +72,11 @@ def write_predictions(predict_fn: Callable[[str], np.ndarray], images_dir: Path,
     return (time.perf_counter() - start) / len(images)
 
 
-def score_predictions(pred_dir: Path, gt_dir: Path, images_dir: Path) -> List[Dict]:
+def score_predictions(pred_dir: Path, gt_dir: Path, images_dir: Path,
+                      classes: Optional[Sequence[str]] = None) -> List[Dict]:
     """Per-image scores of the saved predictions; DataError listing every mismatch found."""
-    images, truths = _files(images_dir, IMAGE_SUFFIXES), _files(gt_dir, {".png"})
+    images = _files(images_dir, IMAGE_SUFFIXES, classes)
+    truths = _files(gt_dir, {".png"}, classes)
     problems = [f"{images[k]}: no ground truth (expected {gt_dir / k}.png)"
                 for k in images if k not in truths]
     problems += [f"{truths[k]}: ground truth without an image" for k in truths if k not in images]
@@ -98,16 +100,18 @@ def score_predictions(pred_dir: Path, gt_dir: Path, images_dir: Path) -> List[Di
     return records
 
 
-def evaluate(predict_fn: Callable[[str], np.ndarray], data_dir, out_dir=None) -> Dict:
-    """Grade `predict_fn(path) -> H x W probabilities` on DATA_DIR's test split.
+def evaluate(predict_fn: Callable[[str], np.ndarray], data_dir, out_dir=None,
+             classes: Optional[Sequence[str]] = None) -> Dict:
+    """Grade `predict_fn(path) -> H x W probabilities` on DATA_DIR's test split (or some classes).
 
-    Returns {"mean_iou", "per_class", "records", "seconds_per_image"}.
+    Returns {"mean_iou", "per_class", "class_sizes", "records", "seconds_per_image"}; each
+    record holds one image's IoU, Dice and pixel accuracy.
     """
     images_dir, gt_dir = find_test_folders(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         pred_dir = Path(out_dir) if out_dir else Path(tmp)
-        seconds = write_predictions(predict_fn, images_dir, pred_dir)
-        records = score_predictions(pred_dir, gt_dir, images_dir)
+        seconds = write_predictions(predict_fn, images_dir, pred_dir, classes)
+        records = score_predictions(pred_dir, gt_dir, images_dir, classes)
     per_class: Dict[str, List[float]] = {}
     for record in records:
         per_class.setdefault(record["class"], []).append(record["iou"])

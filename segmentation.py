@@ -15,6 +15,7 @@ grader's path (get_model, predict) needs an API newer than torch 1.10 / torchvis
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -42,6 +43,7 @@ TRAIN_DEFAULTS = dict(
     epochs=18,
     batch_size=16,
     lr=1e-3,
+    encoder_lr_scale=1.0,             # the pretrained encoder's learning rate, relative to lr
     weight_decay=1e-4,
     warmup_fraction=0.05,
     seed=0,
@@ -484,13 +486,15 @@ def save_atomic(obj, path, overwrite: bool = True) -> Path:
 
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         *, epochs: int = TRAIN_DEFAULTS["epochs"], batch_size: int = TRAIN_DEFAULTS["batch_size"],
-        lr: float = TRAIN_DEFAULTS["lr"], weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
+        lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
+        weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
+    The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -500,7 +504,11 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     # channels_last: about 25% faster convolutions on CPU, and the layout GPUs prefer.
     model.to(device, memory_format=torch.channels_last)
     generator = seed_everything(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    encoder = list(model.encoder.parameters())
+    rest = [p for p in model.parameters() if all(p is not q for q in encoder)]
+    optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
+                                   {"params": rest, "lr_scale": 1.0}],
+                                  lr=lr, weight_decay=weight_decay)
     use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch
@@ -526,7 +534,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             if time_budget:
                 progress = max(progress, (time.time() - start) / time_budget)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(min(progress, 1.0), lr, warmup_fraction)
+                group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True)
             images = images.to(device, memory_format=torch.channels_last)
@@ -591,7 +599,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
                 out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
                 val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
                 image_size: int = TRAIN_DEFAULTS["image_size"], device: Optional[str] = None,
-                resume: bool = False, verbose: bool = True, **fit_options) -> UNet:
+                resume: bool = False, history_path=None, verbose: bool = True,
+                **fit_options) -> UNet:
     """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
 
     The defaults reproduce the shipped checkpoint. `encoder_weights`: "imagenet" (the
@@ -599,6 +608,7 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
     The training state is kept in `<out_path>.state` after each epoch; `resume=True` continues it.
+    `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
     """
     log = print if verbose else (lambda *args, **kwargs: None)
     out = None
@@ -618,8 +628,10 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
     state_path = out.with_name(out.name + ".state") if out is not None else None
-    fit(model, train_data, val_data, epochs=epochs, seed=seed, device=device,
-        state_path=state_path, resume=resume, verbose=verbose, **fit_options)
+    history = fit(model, train_data, val_data, epochs=epochs, seed=seed, device=device,
+                  state_path=state_path, resume=resume, verbose=verbose, **fit_options)
+    if history_path is not None:
+        Path(history_path).write_text(json.dumps(history, indent=1))
     model.cpu().eval()
     if out is not None:
         save_atomic(clean_state_dict(model), out)
@@ -636,7 +648,8 @@ train_segmentation_model = train_model  # the name one version of the course's s
 # Inference
 # ------------------------------------------------------------------------------------------
 
-def predict(model: nn.Module, img_path, flip_tta: bool = True) -> np.ndarray:
+def predict(model: nn.Module, img_path, flip_tta: bool = True,
+            image_size: int = IMAGE_SIZE) -> np.ndarray:
     """Object probability for every pixel of the image: float32 H x W in [0, 1].
 
     Puts the model in eval mode and runs it without gradients on the model's own device.
@@ -646,7 +659,7 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True) -> np.ndarray:
     image = _open_image(Path(img_path))
     height, width = image.height, image.width
     # Resize first: a huge photo never exists as a float array.
-    small = np.array(to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+    small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
     x = normalize(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
     model.eval()
     device = next(model.parameters()).device

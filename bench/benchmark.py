@@ -10,10 +10,12 @@ second grades an existing checkpoint. Both write `<out>/benchmark.json` and `<ou
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,41 @@ def time_predict(model, images, repeats: int = 3) -> float:
     return 1000 * float(np.median(times))
 
 
+LARGE_IMAGE_PEAK = """
+import resource, sys, tempfile, numpy as np, torch
+from PIL import Image
+sys.path.insert(0, {root!r})
+import segmentation
+path = tempfile.mktemp(suffix=".jpg")
+Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)).save(path)
+model = segmentation.load_model({checkpoint!r})
+segmentation.predict(model, {small!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = segmentation.predict(model, path)
+assert out.shape == (4000, 6000)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def large_image_peak_mb(checkpoint: str, small_image: str) -> float:
+    """Extra peak memory (MB) of predict() on a 6000x4000 photo, in a fresh process."""
+    code = LARGE_IMAGE_PEAK.format(root=str(Path(__file__).resolve().parent.parent),
+                                   checkpoint=checkpoint, small=small_image)
+    return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.split()[-1])
+
+
+def with_denormals(model):
+    """A copy of `model` with a tenth of every weight tensor set to denormal values."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            chosen = torch.rand(param.shape, generator=generator) < 0.1
+            param[chosen] = 1e-40
+    return model
+
+
 def markdown(record: dict) -> str:
     q = record["quality"]
     lines = [f"| | |", "|---|---|",
@@ -50,7 +87,9 @@ def markdown(record: dict) -> str:
                   f"{t['epochs']} epochs on {t['images']} images ({t['device']}) |"]
     s = record["speed"]
     lines += [f"| predict | {s['predict_ms_640x360']:.0f} ms per 640x360 image, "
-              f"{s['predict_ms_own_size']:.0f} ms at the test images' own sizes |",
+              f"{s['predict_ms_own_size']:.0f} ms at the test images' own sizes; "
+              f"{s['predict_ms_640x360_denormal_weights']:.0f} ms with 10% denormal weights |",
+              f"| predict on a 6000x4000 photo | {s['predict_6000x4000_extra_peak_mb']:.0f} MB extra peak memory |",
               f"| peak memory (process) | {record['peak_memory_mb']:.0f} MB |",
               f"| checkpoint | {record['checkpoint_mb']:.1f} MB |",
               f"| machine | {record['machine']['cores']} cores, torch {record['machine']['torch']}, "
@@ -77,7 +116,8 @@ def main() -> int:
     if args.train:
         start = time.time()
         segmentation.train_model(args.train, epochs=args.epochs, seed=args.seed,
-                                 out_path=args.checkpoint, overwrite=True)
+                                 out_path=args.checkpoint, overwrite=True,
+                                 history_path=out / "history.json")
         seconds = time.time() - start
         n = len(segmentation.find_pairs(args.train))
         record["training"] = {"seconds": seconds, "epochs": args.epochs, "images": n, "seed": args.seed,
@@ -95,7 +135,10 @@ def main() -> int:
     sample = sorted(images_dir.glob("*/*.jpg"))[::max(1, len(list(images_dir.glob('*/*.jpg'))) // 20)]
     wide = [p for p in sample if segmentation.read_image(p).shape[:2] == (360, 640)] or sample[:1]
     record["speed"] = {"predict_ms_own_size": time_predict(model, sample, 1),
-                       "predict_ms_640x360": time_predict(model, wide[:5])}
+                       "predict_ms_640x360": time_predict(model, wide[:5]),
+                       "predict_ms_640x360_denormal_weights": time_predict(with_denormals(model), wide[:5]),
+                       "predict_6000x4000_extra_peak_mb": large_image_peak_mb(args.checkpoint,
+                                                                              str(wide[0]))}
     record["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record["checkpoint_mb"] = os.path.getsize(args.checkpoint) / 2**20
     record["machine"] = {"cores": os.cpu_count(), "torch": torch.__version__,

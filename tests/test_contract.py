@@ -110,7 +110,7 @@ def test_get_model_with_old_torchvision_builder(monkeypatch):
 
 
 def test_module_level_imports_are_the_allowed_ones():
-    allowed = {"torch", "torchvision", "numpy", "PIL", "skimage", "__future__", "argparse", "math",
+    allowed = {"torch", "torchvision", "numpy", "PIL", "skimage", "__future__", "argparse", "json", "math",
                "os", "random", "sys", "time", "pathlib", "typing"}
     tree = ast.parse(inspect.getsource(segmentation))
     names = set()
@@ -140,3 +140,11 @@ class TestShippedCheckpoint:
 
     def test_size_limit(self):
         assert CHECKPOINT.stat().st_size <= 15 * 2**20
+
+
+def test_predict_huge_photo(model, tmp_path):
+    """6000x4000: processed at the model's size, answered at the photo's."""
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (6000, 4000), (90, 140, 200)).save(path)
+    out = predict(model, path)
+    assert out.shape == (4000, 6000) and out.dtype == np.float32

@@ -1,0 +1,206 @@
+"""Assignment parts 1-3: encoder-decoder vs U-Net from scratch vs the pretrained MobileNetV2 U-Net.
+
+    python experiments/compare.py                      # weizmann.horse, 7 minutes per model
+    python experiments/compare.py --data public_data --class <class> --budget 300
+    python experiments/compare.py --quick              # a smoke run of a few seconds
+
+The two scratch models (segmentation.get_scratch_model with skips off and on: the same layers
+and feature maps but for the skips) train on one class with the same seed, schedule and
+wall-clock budget; the shipped checkpoint (trained on the whole training split) is graded too.
+Everything is graded as the course does, on that class's test images.
+
+Writes to --out: results.json, results.md, comparison.png, curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import segmentation as seg  # noqa: E402
+from run_tests import evaluate, find_test_folders  # noqa: E402
+
+MODELS = ("encoder-decoder", "U-Net", "pretrained U-Net")
+
+
+def train_scratch(skips: bool, train, val, budget: float, seed: int, verbose: bool):
+    """One from-scratch model trained for `budget` seconds; returns (model, history)."""
+    torch.manual_seed(seed)
+    model = seg.get_scratch_model(skips)
+    history = seg.fit(model, train, val, epochs=10_000, batch_size=16, lr=1e-3, seed=seed,
+                      time_budget=budget, device="cpu", verbose=verbose)
+    return model, history
+
+
+def grade(model, data: Path, classes, image_size: int, out_dir=None) -> dict:
+    """The grader's scores for `model` (no flip TTA: the scratch models are compared plainly)."""
+    result = evaluate(lambda p: seg.predict(model, p, flip_tta=False, image_size=image_size),
+                      data, out_dir=out_dir, classes=classes)
+    records = result["records"]
+    return {"iou": result["mean_iou"], "dice": float(np.mean([r["dice"] for r in records])),
+            "accuracy": float(np.mean([r["accuracy"] for r in records])),
+            "ms_per_image": 1000 * result["seconds_per_image"], "records": records}
+
+
+def baselines(data: Path, classes) -> dict:
+    """Scores of the two trivial answers: all background and all object."""
+    rows = {}
+    for name, value in (("all background", 0.0), ("all object", 1.0)):
+        def constant(path, value=value):
+            height, width = seg.read_image(path).shape[:2]
+            return np.full((height, width), value, np.float32)
+        result = evaluate(constant, data, classes=classes)
+        rows[name] = {"iou": result["mean_iou"],
+                      "dice": float(np.mean([r["dice"] for r in result["records"]])),
+                      "accuracy": float(np.mean([r["accuracy"] for r in result["records"]]))}
+    return rows
+
+
+def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_rows: int = 6):
+    """Rows of test images (best, typical, worst by the U-Net's IoU) x models, as overlays."""
+    images_dir, gt_dir = find_test_folders(data)
+    order = sorted(scores["U-Net"], key=lambda r: -r["iou"])
+    picks = [order[0], order[1], order[len(order) // 2], order[len(order) // 2 + 1],
+             order[-2], order[-1]] if len(order) >= n_rows else order
+    columns = ["image", "ground truth", *masks_dirs]
+    fig, axes = plt.subplots(len(picks), len(columns), figsize=(2.6 * len(columns), 2.2 * len(picks)),
+                             squeeze=False)
+    for row, record in enumerate(picks):
+        key = record["image"]
+        image = seg.read_image(next(images_dir.glob(key + ".*")))
+        tiles = [(image, None, ""), (image, seg.read_mask(gt_dir / (key + ".png")), "")]
+        for name, folder in masks_dirs.items():
+            iou = next(r["iou"] for r in scores[name] if r["image"] == key)
+            tiles.append((image, seg.read_mask(folder / (key + ".png")), f"IoU {iou:.2f}"))
+        for col, (img, mask, label) in enumerate(tiles):
+            ax = axes[row, col]
+            shown = img.astype(np.float32) / 255
+            if mask is not None:
+                colour = np.array([0.1, 0.9, 0.2]) if col == 1 else np.array([1.0, 0.2, 0.6])
+                shown[mask] = 0.45 * shown[mask] + 0.55 * colour
+            ax.imshow(shown)
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=10)
+            if label:
+                ax.text(0.02, 0.98, label, transform=ax.transAxes, va="top", fontsize=9,
+                        color="white", bbox=dict(facecolor="black", alpha=0.6, pad=1.5))
+        axes[row, 0].set_ylabel(key.split("/")[-1], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def curves_figure(path: Path, histories: dict):
+    """Training loss and validation IoU against wall-clock time, one line per model."""
+    fig, (loss_ax, iou_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, history in histories.items():
+        minutes = [h["time"] / 60 for h in history]
+        loss_ax.plot(minutes, [h["loss"] for h in history], label=name)
+        if history and "val_iou" in history[0]:
+            iou_ax.plot(minutes, [h["val_iou"] for h in history], label=name)
+    loss_ax.set(xlabel="minutes", ylabel="training loss (BCE + Dice)", title="loss")
+    iou_ax.set(xlabel="minutes", ylabel="IoU", title="validation IoU (held-out block of train)")
+    loss_ax.legend(), iou_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def markdown(rows: dict) -> str:
+    lines = ["| model | IoU | Dice | pixel acc. | parameters | training | CPU ms/image |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        params = f"{r['parameters'] / 1e6:.2f} M" if "parameters" in r else "-"
+        train = f"{r['train_minutes']:.1f} min" if "train_minutes" in r else "-"
+        speed = f"{r['ms_per_image']:.0f}" if "ms_per_image" in r else "-"
+        lines.append(f"| {name} | {r['iou']:.4f} | {r['dice']:.4f} | {r['accuracy']:.4f} | "
+                     f"{params} | {train} | {speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "public_data"))
+    parser.add_argument("--class", dest="cls", default="weizmann.horse")
+    parser.add_argument("--budget", type=float, default=420, help="seconds of training per model")
+    parser.add_argument("--image-size", type=int, default=128, help="scratch models' input size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=str(ROOT / "segmentation_model.pth"),
+                        help="the pretrained U-Net (skipped if absent)")
+    parser.add_argument("--history", default=str(ROOT / "bench" / "results" / "history.json"),
+                        help="its training history, for the curves (skipped if absent)")
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budget, args.image_size = 3, 32
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = [args.cls]
+
+    pairs = [p for p in seg.find_pairs(data / "train") if p[2] == args.cls]
+    if not pairs:
+        parser.error(f"no training images of class {args.cls!r} in {data / 'train'}")
+    train_pairs, val_pairs = seg.split_pairs(pairs, 0.15)
+    train = seg.SegmentationData(None, args.image_size, train_pairs)
+    val = seg.SegmentationData(None, args.image_size, val_pairs) if val_pairs else None
+    print(f"{args.cls}: {len(train)} training, {len(val_pairs)} validation images; "
+          f"{args.budget:.0f}s per model at {args.image_size}px, {torch.get_num_threads()} threads")
+
+    rows, histories, scores, masks_dirs = {}, {}, {}, {}
+    for name, skips in (("encoder-decoder", False), ("U-Net", True)):
+        print(f"-- {name}")
+        start = time.time()
+        model, histories[name] = train_scratch(skips, train, val, args.budget, args.seed,
+                                               verbose=not args.quick)
+        minutes = (time.time() - start) / 60
+        masks_dirs[name] = out / "masks" / name
+        result = grade(model, data, classes, args.image_size, masks_dirs[name])
+        scores[name] = result.pop("records")
+        rows[name] = {**result, "parameters": sum(p.numel() for p in model.parameters()),
+                      "train_minutes": minutes, "epochs": len(histories[name])}
+        print(f"   IoU {result['iou']:.4f} after {len(histories[name])} epochs")
+
+    if Path(args.checkpoint).exists():
+        model = seg.load_model(args.checkpoint)
+        name = "pretrained U-Net"
+        masks_dirs[name] = out / "masks" / name
+        result = grade(model, data, classes, seg.IMAGE_SIZE, masks_dirs[name])
+        scores[name] = result.pop("records")
+        whole = evaluate(lambda p: seg.predict(model, p), data)["mean_iou"]
+        rows[name] = {**result, "parameters": sum(p.numel() for p in model.parameters()),
+                      "whole_test_split_iou": whole}
+        if Path(args.history).exists():
+            histories[name + " (whole train split)"] = json.loads(Path(args.history).read_text())
+    rows.update(baselines(data, classes))
+
+    (out / "results.json").write_text(json.dumps({"class": args.cls, "budget_s": args.budget,
+                                                  "image_size": args.image_size, "rows": rows,
+                                                  "histories": histories}, indent=1))
+    table = markdown(rows)
+    if "pretrained U-Net" in rows:
+        table += (f"\nThe pretrained U-Net on the whole test split: mean IoU "
+                  f"{rows['pretrained U-Net']['whole_test_split_iou']:.4f}.\n")
+    (out / "results.md").write_text(f"Class `{args.cls}`, {args.budget:.0f}s per scratch model.\n\n"
+                                    + table)
+    comparison_figure(out / "comparison.png", data, masks_dirs, scores)
+    curves_figure(out / "curves.png", histories)
+    print(table)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

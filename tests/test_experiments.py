@@ -1,0 +1,31 @@
+"""The assignment's comparison script, in its seconds-long --quick mode, so that it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import ROOT, make_dataset
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import compare  # noqa: E402
+
+
+def test_quick_comparison_writes_table_and_figures(tmp_path):
+    data = tmp_path / "data"
+    make_dataset(data / "train", classes=("bird", "other"), per_class=6, seed=0)
+    make_dataset(data / "test", classes=("bird", "other"), per_class=3, seed=1)
+    out = tmp_path / "out"
+    assert compare.main(["--quick", "--data", str(data), "--class", "bird", "--out", str(out),
+                         "--checkpoint", str(tmp_path / "absent.pth")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert {"encoder-decoder", "U-Net", "all background", "all object"} <= set(rows)
+    assert rows["all background"]["iou"] == 0.0  # every synthetic image has an object
+    for name in ("encoder-decoder", "U-Net"):
+        assert 0.0 <= rows[name]["iou"] <= 1.0 and rows[name]["parameters"] > 0
+        assert results["histories"][name], name
+    # Same layers but for the skips: the U-Net has more parameters only in its decoder's inputs.
+    assert rows["U-Net"]["parameters"] > rows["encoder-decoder"]["parameters"]
+    for name in ("comparison.png", "curves.png", "results.md"):
+        assert (out / name).stat().st_size > 0

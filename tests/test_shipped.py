@@ -1,0 +1,24 @@
+"""The shipped checkpoint, graded on the shared stand-in test split exactly as the course does."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import run_tests
+from conftest import CHECKPOINT, SHARED_DATA, needs_shared
+
+pytestmark = [needs_shared(SHARED_DATA),
+              pytest.mark.skipif(not CHECKPOINT.exists(), reason="no shipped segmentation_model.pth")]
+
+
+def test_shipped_checkpoint_on_the_shared_test_split(capsys):
+    assert run_tests.main([str(SHARED_DATA), "--model", str(CHECKPOINT)]) == 0
+    printed = capsys.readouterr().out
+    mean_iou = float(re.search(r"^mean IoU (\d\.\d+)$", printed, re.M).group(1))
+    marks = int(re.search(r"^marks (\d+)/10$", printed, re.M).group(1))
+    assert mean_iou >= 0.75, printed  # the package's promise: 8 marks or more on this split
+    assert marks == run_tests.marks_for(mean_iou) >= 8
+    n_images = len(list((SHARED_DATA / "test" / "images").glob("*/*.jpg")))
+    assert f"{n_images} images," in printed
