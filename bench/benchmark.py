@@ -17,11 +17,13 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation  # noqa: E402
@@ -41,16 +43,13 @@ def time_predict(model, images, repeats: int = 3) -> float:
 
 
 LARGE_IMAGE_PEAK = """
-import resource, sys, tempfile, numpy as np, torch
-from PIL import Image
+import resource, sys
 sys.path.insert(0, {root!r})
 import segmentation
-path = tempfile.mktemp(suffix=".jpg")
-Image.fromarray(np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)).save(path)
 model = segmentation.load_model({checkpoint!r})
 segmentation.predict(model, {small!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = segmentation.predict(model, path)
+out = segmentation.predict(model, {large!r})
 assert out.shape == (4000, 6000)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 """
@@ -58,10 +57,15 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 
 def large_image_peak_mb(checkpoint: str, small_image: str) -> float:
     """Extra peak memory (MB) of predict() on a 6000x4000 photo, in a fresh process."""
-    code = LARGE_IMAGE_PEAK.format(root=str(Path(__file__).resolve().parent.parent),
-                                   checkpoint=checkpoint, small=small_image)
-    return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                text=True).stdout.split()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        large = str(Path(tmp) / "large.jpg")
+        noise = np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(large, quality=90)
+        code = LARGE_IMAGE_PEAK.format(root=str(Path(__file__).resolve().parent.parent),
+                                       checkpoint=checkpoint, small=small_image, large=large)
+        result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True)
+    return float(result.stdout.split()[-1])
 
 
 def with_denormals(model):

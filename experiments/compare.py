@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -100,6 +101,8 @@ def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    # A 256-colour palette keeps the photo grid small enough to commit beside the README.
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def curves_figure(path: Path, histories: dict):

@@ -86,10 +86,33 @@ def test_existing_checkpoint_is_never_replaced_unasked(tmp_path):
     fresh.load_state_dict(torch.load(saved, map_location="cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  fresh.state_dict().values()))
-    assert not (tmp_path / "segmentation_model-1.pth.state").exists()
+    assert not (tmp_path / "segmentation_model.pth.state").exists()
     train_model(data, epochs=1, encoder_weights=None, out_path=out, overwrite=True,
                 image_size=SIZE, verbose=False)
     assert out.read_bytes() != b"the user's own model"
+
+
+def test_train_model_resumes_beside_an_existing_checkpoint(tmp_path, monkeypatch):
+    """Killed mid-run, resumed by the same call: same weights, the user's file untouched."""
+    data = make_dataset(tmp_path / "train", per_class=3)
+    out = tmp_path / "segmentation_model.pth"
+    out.write_bytes(b"the user's own model")
+    options = dict(epochs=2, encoder_weights=None, out_path=out, image_size=SIZE, verbose=False)
+    uninterrupted = train_model(data, **{**options, "out_path": None})
+    real_save = segmentation.save_atomic
+
+    def die_after_first_epoch(obj, path, overwrite=True):
+        real_save(obj, path, overwrite)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(segmentation, "save_atomic", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(data, **options)
+    monkeypatch.setattr(segmentation, "save_atomic", real_save)
+    resumed = train_model(data, resume=True, **options)
+    assert out.read_bytes() == b"the user's own model"
+    assert (tmp_path / "segmentation_model-1.pth").exists()
+    for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def test_missing_encoder_weights_say_how_to_provide_them(monkeypatch, tmp_path):
