@@ -15,6 +15,7 @@ grader's path (get_model, predict) needs an API newer than torch 1.10 / torchvis
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -102,29 +103,35 @@ def read_mask(path) -> np.ndarray:
     return np.asarray(image.convert("L")) > 127
 
 
-def find_pairs(root) -> List[Tuple[Path, Path, str]]:
-    """(image, mask, class) for every `root/images/<class>/<name>.*` with `root/gt/<class>/<name>.png`.
+def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
+    """(image, mask, class) for every `root/images/<class>/<name>.*` with `root/gt/<class>/<name>.png`,
+    and the list of problems found: images without masks, masks without images.
 
-    Raises DataError listing every problem at once: missing folders, no images, images
-    without masks, masks without images.
+    A missing folder or a folder without images raises DataError at once: nothing else to check.
     """
     root = Path(root)
     images_dir, gt_dir = root / "images", root / "gt"
-    problems = [f"{d}: folder not found" for d in (images_dir, gt_dir) if not d.is_dir()]
-    if problems:
+    missing = [f"{d}: folder not found" for d in (images_dir, gt_dir) if not d.is_dir()]
+    if missing:
         raise DataError(f"{root} is not laid out as <root>/images/<class>/<name>.jpg with "
-                        f"<root>/gt/<class>/<name>.png:\n  " + "\n  ".join(problems))
+                        f"<root>/gt/<class>/<name>.png:\n  " + "\n  ".join(missing))
     images = {p.relative_to(images_dir).with_suffix(""): p
               for p in sorted(images_dir.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.relative_to(gt_dir).with_suffix(""): p
              for p in sorted(gt_dir.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
-    problems += [f"{images[k]}: no mask (expected {gt_dir / k}.png)" for k in images if k not in masks]
+    problems = [f"{images[k]}: no mask (expected {gt_dir / k}.png)" for k in images if k not in masks]
     problems += [f"{masks[k]}: mask without an image" for k in masks if k not in images]
+    return [(images[k], masks[k], k.parts[0]) for k in sorted(images) if k in masks], problems
+
+
+def find_pairs(root) -> List[Tuple[Path, Path, str]]:
+    """The pairs of scan_pairs; DataError listing every problem if there is any."""
+    pairs, problems = scan_pairs(root)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in {root}:\n  " + "\n  ".join(problems))
-    return [(images[k], masks[k], k.parts[0]) for k in sorted(images)]
+    return pairs
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:
@@ -133,17 +140,22 @@ def _resize(array: np.ndarray, size: int) -> np.ndarray:
 
 
 class SegmentationData:
-    """A folder of image/mask pairs, decoded once and held in memory at a fixed square size.
+    """A folder of image/mask pairs (or the given `pairs`), decoded once and held in memory at
+    a fixed square size.
 
     Every file is read and checked before anything is kept, so a broken folder reports all
-    its problems (unreadable files, masks of the wrong size) in one DataError.
+    its problems (orphan files, unreadable files, masks of the wrong size) in one DataError.
     """
 
     def __init__(self, root, image_size: int = IMAGE_SIZE,
                  pairs: Optional[Sequence[Tuple[Path, Path, str]]] = None) -> None:
-        self.pairs = list(pairs) if pairs is not None else find_pairs(root)
+        if pairs is None:
+            pairs, problems = scan_pairs(root)
+        else:
+            problems = []
+        self.pairs = list(pairs)
         self.image_size = image_size
-        images, masks, problems = [], [], []
+        images, masks = [], []
         for image_path, mask_path, _ in self.pairs:
             try:
                 image, mask = read_image(image_path), read_mask(mask_path)
@@ -165,6 +177,13 @@ class SegmentationData:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def subset(self, indices: Sequence[int]) -> "SegmentationData":
+        """The same data restricted to `indices` (the decoded tensors are indexed, not re-read)."""
+        part = copy.copy(self)
+        part.pairs = [self.pairs[i] for i in indices]
+        part.images, part.masks = self.images[list(indices)], self.masks[list(indices)]
+        return part
+
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors."""
@@ -177,21 +196,21 @@ class SegmentationData:
         return normalize(images), (masks > 0.5).float()
 
 
-def split_pairs(pairs: Sequence[Tuple[Path, Path, str]], val_fraction: float
-                ) -> Tuple[list, list]:
-    """Hold out the last `val_fraction` of each class folder in name order.
+def split_indices(pairs: Sequence[Tuple[Path, Path, str]], val_fraction: float
+                  ) -> Tuple[List[int], List[int]]:
+    """Training and validation indices: the last `val_fraction` of each class in name order.
 
     A block at the end rather than a random sample: video frames are held out together,
     not interleaved with their near-identical neighbours. Classes of one image stay in train.
     """
-    by_class: Dict[str, list] = {}
-    for pair in pairs:
-        by_class.setdefault(pair[2], []).append(pair)
+    by_class: Dict[str, List[int]] = {}
+    for index, (_, _, cls) in enumerate(pairs):
+        by_class.setdefault(cls, []).append(index)
     train, val = [], []
-    for items in by_class.values():
-        n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
-        train += items[:len(items) - n_val]
-        val += items[len(items) - n_val:]
+    for indices in by_class.values():
+        n_val = int(round(len(indices) * val_fraction)) if len(indices) > 1 else 0
+        train += indices[:len(indices) - n_val]
+        val += indices[len(indices) - n_val:]
     return train, val
 
 
@@ -620,12 +639,12 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     if state_path is not None and state_path.exists() and not resume:
         log(f"{state_path} holds an interrupted run: resume=True (--resume) continues it; "
             "this run starts anew and replaces it")
-    pairs = find_pairs(train_data_path)
-    train_pairs, val_pairs = split_pairs(pairs, val_fraction)
     t0 = time.time()
-    train_data = SegmentationData(train_data_path, image_size, train_pairs)
-    val_data = SegmentationData(train_data_path, image_size, val_pairs) if val_pairs else None
-    log(f"loaded {len(train_data)} training and {len(val_pairs)} validation images "
+    data = SegmentationData(train_data_path, image_size)  # checks every file first
+    train_indices, val_indices = split_indices(data.pairs, val_fraction)
+    train_data = data.subset(train_indices)
+    val_data = data.subset(val_indices) if val_indices else None
+    log(f"loaded {len(train_data)} training and {len(val_indices)} validation images "
         f"at {image_size}x{image_size} in {time.time() - t0:.0f}s")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
@@ -688,7 +707,10 @@ def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     model = get_model()
-    model.load_state_dict(torch.load(path, map_location="cpu"))
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu"))
+    except Exception as error:  # unpickling or key/shape mismatches: say which file
+        raise ValueError(f"{path}: not a state_dict of this model ({str(error)[:300]})") from None
     return model.eval()
 
 

@@ -38,7 +38,8 @@ def main() -> int:
     model = seg.train_model(args.train, val_fraction=args.val_fraction, out_path=None,
                             history_path=out / f"{args.name}.history.json", **options)
     minutes = (time.time() - start) / 60
-    _, val_pairs = seg.split_pairs(seg.find_pairs(args.train), args.val_fraction)
+    pairs = seg.find_pairs(args.train)
+    val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
     size = options.get("image_size", seg.IMAGE_SIZE)
     per_class: dict = {}
     for image_path, mask_path, cls in val_pairs:

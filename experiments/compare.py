@@ -156,10 +156,11 @@ def main(argv=None) -> int:
     pairs = [p for p in seg.find_pairs(data / "train") if p[2] == args.cls]
     if not pairs:
         parser.error(f"no training images of class {args.cls!r} in {data / 'train'}")
-    train_pairs, val_pairs = seg.split_pairs(pairs, 0.15)
-    train = seg.SegmentationData(None, args.image_size, train_pairs)
-    val = seg.SegmentationData(None, args.image_size, val_pairs) if val_pairs else None
-    print(f"{args.cls}: {len(train)} training, {len(val_pairs)} validation images; "
+    decoded = seg.SegmentationData(None, args.image_size, pairs)
+    train_indices, val_indices = seg.split_indices(pairs, 0.15)
+    train = decoded.subset(train_indices)
+    val = decoded.subset(val_indices) if val_indices else None
+    print(f"{args.cls}: {len(train)} training, {len(val_indices)} validation images; "
           f"{args.budget:.0f}s per model at {args.image_size}px, {torch.get_num_threads()} threads")
 
     rows, histories, scores, masks_dirs = {}, {}, {}, {}

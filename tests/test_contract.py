@@ -88,6 +88,17 @@ def test_predict_truncated_jpeg(model, tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_bad_checkpoint_names_the_file(tmp_path):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    for path in (broken, wrong):
+        with pytest.raises(ValueError, match="not a state_dict of this model") as info:
+            segmentation.load_model(path)
+        assert str(path) in str(info.value)
+
+
 def test_get_model_downloads_nothing(monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("get_model() tried to download weights")
@@ -110,7 +121,7 @@ def test_get_model_with_old_torchvision_builder(monkeypatch):
 
 
 def test_module_level_imports_are_the_allowed_ones():
-    allowed = {"torch", "torchvision", "numpy", "PIL", "skimage", "__future__", "argparse", "json", "math",
+    allowed = {"torch", "torchvision", "numpy", "PIL", "skimage", "__future__", "argparse", "copy", "json", "math",
                "os", "random", "sys", "time", "pathlib", "typing"}
     tree = ast.parse(inspect.getsource(segmentation))
     names = set()

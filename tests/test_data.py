@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_dataset
-from segmentation import DataError, SegmentationData, find_pairs, read_image, read_mask, split_pairs
+from segmentation import DataError, SegmentationData, find_pairs, read_image, read_mask, split_indices
 
 
 def test_find_pairs(tiny_data):
@@ -88,9 +88,22 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path):
         assert (bright == (masks[0, 0] > 0.5)).float().mean() > 0.95
 
 
-def test_split_pairs_holds_out_a_block_per_class(tiny_data):
+def test_split_holds_out_a_block_per_class(tiny_data):
     pairs = find_pairs(tiny_data)
-    train, val = split_pairs(pairs, 0.25)
-    assert len(train) == 6 and len(val) == 2
-    assert {p[0].stem for p in val} == {"003"}  # the last of each class in name order
-    assert split_pairs(pairs, 0.0) == (pairs, [])
+    train, val = split_indices(pairs, 0.25)
+    assert len(train) == 6 and len(val) == 2 and not set(train) & set(val)
+    assert {pairs[i][0].stem for i in val} == {"003"}  # the last of each class in name order
+    assert split_indices(pairs, 0.0) == (list(range(8)), [])
+    data = SegmentationData(tiny_data, image_size=16)
+    assert data.subset(val).pairs == [pairs[i] for i in val]
+    assert (data.subset(val).images == data.images[val]).all()
+
+
+def test_layout_and_content_problems_reported_together(tiny_data):
+    (tiny_data / "gt" / "a" / "000.png").unlink()
+    broken = tiny_data / "images" / "b" / "002.jpg"
+    broken.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        SegmentationData(tiny_data, image_size=16)
+    message = str(info.value)
+    assert "2 problem(s)" in message and "no mask" in message and f"{broken}: the file is empty" in message
