@@ -154,7 +154,6 @@ class SegmentationData:
         else:
             problems = []
         self.pairs = list(pairs)
-        self.image_size = image_size
         images, masks = [], []
         for image_path, mask_path, _ in self.pairs:
             try:
@@ -490,11 +489,9 @@ def _format_time(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def save_atomic(obj, path, overwrite: bool = True) -> Path:
+def save_atomic(obj, path) -> Path:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -749,7 +746,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = Path(args.out or Path(args.image).with_suffix(".mask.png"))
             Image.fromarray((prob > 0.5).astype(np.uint8) * 255).save(out)
             print(f"{out}: {prob.shape[1]}x{prob.shape[0]} mask, {(prob > 0.5).mean():.1%} object")
-    except (DataError, FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
+    except (DataError, FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -58,8 +58,8 @@ def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch
     real_save = segmentation.save_atomic
     saves = []
 
-    def save_then_die(obj, path, overwrite=True):  # killed right after epoch 2 was saved
-        real_save(obj, path, overwrite)
+    def save_then_die(obj, path):  # killed right after epoch 2 was saved
+        real_save(obj, path)
         saves.append(path)
         if len(saves) == 2:
             raise KeyboardInterrupt
@@ -101,8 +101,8 @@ def test_train_model_resumes_beside_an_existing_checkpoint(tmp_path, monkeypatch
     uninterrupted = train_model(data, **{**options, "out_path": None})
     real_save = segmentation.save_atomic
 
-    def die_after_first_epoch(obj, path, overwrite=True):
-        real_save(obj, path, overwrite)
+    def die_after_first_epoch(obj, path):
+        real_save(obj, path)
         raise KeyboardInterrupt
     monkeypatch.setattr(segmentation, "save_atomic", die_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
