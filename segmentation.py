@@ -520,7 +520,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     model.to(device, memory_format=torch.channels_last)
     generator = seed_everything(seed)
     encoder = list(model.encoder.parameters())
-    rest = [p for p in model.parameters() if all(p is not q for q in encoder)]
+    encoder_ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
     optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
                                    {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
@@ -529,9 +530,10 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     total_steps = epochs * steps_per_epoch
     history: List[Dict[str, float]] = []
     start_epoch, elapsed_before = 0, 0.0
-    if resume and (state_path is None or not Path(state_path).exists()) and verbose:
+    saved = state_path is not None and Path(state_path).exists()
+    if resume and not saved and verbose:
         print(f"nothing to resume ({state_path} not found): starting from the beginning")
-    if resume and state_path is not None and Path(state_path).exists():
+    if resume and saved:
         state = torch.load(state_path, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -139,8 +139,9 @@ def main() -> int:
                          "class_sizes": with_tta["class_sizes"],
                          "share_below_0_5": float((ious < 0.5).mean())}
     images_dir, _ = find_test_folders(args.test)
-    sample = sorted(images_dir.glob("*/*.jpg"))[::max(1, len(list(images_dir.glob('*/*.jpg'))) // 20)]
-    wide = [p for p in sample if segmentation.read_image(p).shape[:2] == (360, 640)] or sample[:1]
+    images = sorted(images_dir.glob("*/*.jpg"))
+    sample = images[::max(1, len(images) // 20)]
+    wide = [p for p in sample if Image.open(p).size == (640, 360)] or sample[:1]
     record["speed"] = {"predict_ms_own_size": time_predict(model, sample, 1),
                        "predict_ms_640x360": time_predict(model, wide[:5]),
                        "predict_ms_640x360_denormal_weights": time_predict(with_denormals(model), wide[:5]),
