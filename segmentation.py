@@ -50,6 +50,8 @@ TRAIN_DEFAULTS = dict(
     seed=0,
     val_fraction=0.0,
     image_size=IMAGE_SIZE,
+    crop_size=IMAGE_SIZE,             # training windows, cut from the image_size images
+    ema_decay=0.0,                    # weight averaging (0: off)
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -184,12 +186,17 @@ class SegmentationData:
         return part
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
-              augment: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors."""
+              augment: bool = False, crop_size: Optional[int] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
+
+        With `augment`, every pair is augmented and S is `crop_size`, at most the stored size.
+        """
         images = self.images[list(indices)].float() / 255
         masks = self.masks[list(indices)].float() / 255
         if augment:
-            pairs = [augment_pair(i, m, generator) for i, m in zip(images, masks)]
+            out_size = min(crop_size or images.shape[-1], images.shape[-1])
+            pairs = [augment_pair(i, m, generator, out_size) for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
         return normalize(images), (masks > 0.5).float()
@@ -224,11 +231,16 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
     return low + (high - low) * torch.rand(1, generator=generator).item()
 
 
-def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator]
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour."""
+def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
+                 out_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
+
+    The result is `out_size` square (default S). A smaller `out_size` makes the crops show
+    objects both smaller and larger than at S, around the scale `predict` uses.
+    """
     size = image.shape[-1]
-    # Random crop of 35-100% of the area, aspect 3/4-4/3, resized back to S x S.
+    out_size = out_size or size
+    # Random crop of 35-100% of the area, aspect 3/4-4/3, resized to out_size x out_size.
     area = _uniform(generator, 0.35, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
     w = min(size, int(round(size * math.sqrt(area * ratio))))
@@ -236,7 +248,7 @@ def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[to
     x0 = int(_uniform(generator, 0, size - w + 1 - 1e-6))
     y0 = int(_uniform(generator, 0, size - h + 1 - 1e-6))
     pair = torch.cat([image, mask])[None, :, y0:y0 + h, x0:x0 + w]
-    pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False)[0]
+    pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False)[0]
     if _uniform(generator, 0, 1) < 0.5:
         pair = pair.flip(-1)
     image, mask = pair[:3], pair[3:]
@@ -499,17 +511,51 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights and batch-norm statistics.
+
+    The decay ramps up from 0 (min(decay, (1 + n) / (10 + n)) after n updates), so the
+    average is not dominated by the initial weights in short runs.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.shadow[key].mul_(d).add_(value.detach(), alpha=1 - d)
+            else:
+                self.shadow[key].copy_(value)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+    def state_dict(self) -> Dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.decay, self.updates, self.shadow = state["decay"], state["updates"], state["shadow"]
+
+
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         *, epochs: int = TRAIN_DEFAULTS["epochs"], batch_size: int = TRAIN_DEFAULTS["batch_size"],
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
+        crop_size: int = TRAIN_DEFAULTS["crop_size"], ema_decay: float = TRAIN_DEFAULTS["ema_decay"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
+    Batches are augmented `crop_size` windows of the stored images. With `ema_decay` > 0 the
+    returned weights are an exponential moving average of the trained ones.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -529,6 +575,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch
     history: List[Dict[str, float]] = []
+    ema = WeightAverage(model, ema_decay) if ema_decay else None
     start_epoch, elapsed_before = 0, 0.0
     saved = state_path is not None and Path(state_path).exists()
     if resume and not saved and verbose:
@@ -538,6 +585,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         start_epoch, history = state["epoch"], state["history"]
         elapsed_before = history[-1]["time"] if history else 0.0
         if verbose:
@@ -555,7 +604,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
-                                             generator, augment=True)
+                                             generator, augment=True, crop_size=crop_size)
             images = images.to(device, memory_format=torch.channels_last)
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -564,6 +613,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(loss.item())
             if time_budget and time.time() - start >= time_budget:
                 break
@@ -582,9 +633,12 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         if state_path is not None:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "epoch": epoch + 1,
-                         "history": history}, state_path)
+                         "history": history, "ema": ema.state_dict() if ema else None},
+                        state_path)
         if time_budget and time.time() - start >= time_budget:
             break
+    if ema is not None:
+        ema.copy_to(model)
     model.to(memory_format=torch.contiguous_format).eval()
     return history
 

@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--train", required=True)
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--predict-sizes", type=int, nargs="*", default=None,
+                        help="also score predict() at these sizes (default: the training size)")
     parser.add_argument("--out", default="bench/results/validation")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -38,9 +40,23 @@ def main() -> int:
     model = seg.train_model(args.train, val_fraction=args.val_fraction, out_path=None,
                             history_path=out / f"{args.name}.history.json", **options)
     minutes = (time.time() - start) / 60
+    seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     pairs = seg.find_pairs(args.train)
     val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
-    size = options.get("image_size", seg.IMAGE_SIZE)
+    sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
+    record = {"name": args.name, "options": options, "train_minutes": minutes}
+    for size in sizes:
+        scores = score(model, val_pairs, size)
+        record[f"predict_{size}"] = scores
+        print(size, json.dumps(scores), flush=True)
+    record.update(record[f"predict_{sizes[0]}"])
+    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+def score(model, val_pairs, size: int) -> dict:
+    """The grader's mean per-image IoU on `val_pairs` with predict() at `size`, and by source."""
     per_class: dict = {}
     for image_path, mask_path, cls in val_pairs:
         pred = seg.predict(model, image_path, image_size=size) > 0.5
@@ -48,11 +64,7 @@ def main() -> int:
     ious = [v for values in per_class.values() for v in values]
     groups = {g: float(np.mean([v for c, vs in per_class.items() if c.startswith(g) for v in vs]))
               for g in sorted({c.split(".")[0] for c in per_class})}
-    record = {"name": args.name, "options": options, "val_iou": float(np.mean(ious)),
-              "val_images": len(ious), "by_source": groups, "train_minutes": minutes}
-    (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
-    print(json.dumps(record, indent=1))
-    return 0
+    return {"val_iou": float(np.mean(ious)), "val_images": len(ious), "by_source": groups}
 
 
 if __name__ == "__main__":

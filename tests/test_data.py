@@ -70,8 +70,10 @@ def test_real_data_oddities(tmp_path):
     assert masks_batch[1].sum() == 0 and images_batch.dtype.is_floating_point
 
 
-def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path):
-    """A mask drawn as a white square on a black image must still cover the white pixels."""
+@pytest.mark.parametrize("crop_size, expected", [(None, 64), (48, 48), (100, 64)])
+def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expected):
+    """A mask drawn as a white square on a black image must still cover the white pixels,
+    in training windows of crop_size (never larger than the stored images)."""
     root = tmp_path / "d"
     (root / "images" / "a").mkdir(parents=True)
     (root / "gt" / "a").mkdir(parents=True)
@@ -83,7 +85,8 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path):
     import torch
     generator = torch.Generator().manual_seed(0)
     for _ in range(10):
-        images, masks = data.batch([0], generator, augment=True)
+        images, masks = data.batch([0], generator, augment=True, crop_size=crop_size)
+        assert images.shape[-2:] == masks.shape[-2:] == (expected, expected)
         bright = images[0].mean(0) > images[0].mean()
         assert (bright == (masks[0, 0] > 0.5)).float().mean() > 0.95
 
