@@ -36,7 +36,8 @@ from PIL import Image
 # Config: the defaults that produced the shipped segmentation_model.pth
 # ------------------------------------------------------------------------------------------
 
-IMAGE_SIZE = 224                      # images are squashed to IMAGE_SIZE x IMAGE_SIZE
+IMAGE_SIZE = 288                      # images are squashed to IMAGE_SIZE x IMAGE_SIZE
+CROP_SIZE = 224                       # training windows: objects seen 0.8-1.3x their predict size
 MEAN = (0.485, 0.456, 0.406)          # ImageNet statistics, as the encoder was trained with
 STD = (0.229, 0.224, 0.225)
 DECODER_CHANNELS = (96, 48, 24, 16)    # decoder outputs at strides 16, 8, 4, 2
@@ -50,8 +51,7 @@ TRAIN_DEFAULTS = dict(
     seed=0,
     val_fraction=0.0,
     image_size=IMAGE_SIZE,
-    crop_size=IMAGE_SIZE,             # training windows, cut from the image_size images
-    ema_decay=0.0,                    # weight averaging (0: off)
+    crop_size=CROP_SIZE,
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -511,51 +511,19 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
-class WeightAverage:
-    """Exponential moving average of a model's weights and batch-norm statistics.
-
-    The decay ramps up from 0 (min(decay, (1 + n) / (10 + n)) after n updates), so the
-    average is not dominated by the initial weights in short runs.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay, self.updates = decay, 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for key, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[key].mul_(d).add_(value.detach(), alpha=1 - d)
-            else:
-                self.shadow[key].copy_(value)
-
-    def copy_to(self, model: nn.Module) -> None:
-        model.load_state_dict(self.shadow)
-
-    def state_dict(self) -> Dict:
-        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: Dict) -> None:
-        self.decay, self.updates, self.shadow = state["decay"], state["updates"], state["shadow"]
-
-
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         *, epochs: int = TRAIN_DEFAULTS["epochs"], batch_size: int = TRAIN_DEFAULTS["batch_size"],
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
-        crop_size: int = TRAIN_DEFAULTS["crop_size"], ema_decay: float = TRAIN_DEFAULTS["ema_decay"],
+        crop_size: int = TRAIN_DEFAULTS["crop_size"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
-    Batches are augmented `crop_size` windows of the stored images. With `ema_decay` > 0 the
-    returned weights are an exponential moving average of the trained ones.
+    Batches are augmented `crop_size` windows of the stored images.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -575,7 +543,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch
     history: List[Dict[str, float]] = []
-    ema = WeightAverage(model, ema_decay) if ema_decay else None
     start_epoch, elapsed_before = 0, 0.0
     saved = state_path is not None and Path(state_path).exists()
     if resume and not saved and verbose:
@@ -585,8 +552,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
         start_epoch, history = state["epoch"], state["history"]
         elapsed_before = history[-1]["time"] if history else 0.0
         if verbose:
@@ -613,8 +578,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if ema is not None:
-                ema.update(model)
             losses.append(loss.item())
             if time_budget and time.time() - start >= time_budget:
                 break
@@ -633,12 +596,9 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         if state_path is not None:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "epoch": epoch + 1,
-                         "history": history, "ema": ema.state_dict() if ema else None},
-                        state_path)
+                         "history": history}, state_path)
         if time_budget and time.time() - start >= time_budget:
             break
-    if ema is not None:
-        ema.copy_to(model)
     model.to(memory_format=torch.contiguous_format).eval()
     return history
 
@@ -672,7 +632,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
                 seed: int = TRAIN_DEFAULTS["seed"], encoder_weights="imagenet",
                 out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
                 val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
-                image_size: int = TRAIN_DEFAULTS["image_size"], device: Optional[str] = None,
+                image_size: int = TRAIN_DEFAULTS["image_size"],
+                crop_size: int = TRAIN_DEFAULTS["crop_size"], device: Optional[str] = None,
                 resume: bool = False, history_path=None, verbose: bool = True,
                 **fit_options) -> UNet:
     """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
@@ -681,7 +642,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     SEGMENTATION_ENCODER_WEIGHTS file if set, else torchvision's), a path, or None (random).
     `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
-    The training state is kept in `<out_path>.state` after each epoch; `resume=True` continues it.
+    Images are held squashed to `image_size` (the size `predict` uses) and trained on as
+    augmented `crop_size` windows. The training state is kept in `<out_path>.state` after each epoch; `resume=True` continues it.
     `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
     """
     log = print if verbose else (lambda *args, **kwargs: None)
@@ -697,13 +659,15 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
     train_data = data.subset(train_indices)
     val_data = data.subset(val_indices) if val_indices else None
-    log(f"loaded {len(train_data)} training and {len(val_indices)} validation images "
-        f"at {image_size}x{image_size} in {time.time() - t0:.0f}s")
+    crop_size = min(crop_size, image_size)
+    log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
+        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; training on {crop_size}x{crop_size} windows")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
     history = fit(model, train_data, val_data, epochs=epochs, seed=seed, device=device,
-                  state_path=state_path, resume=resume, verbose=verbose, **fit_options)
+                  crop_size=crop_size, state_path=state_path, resume=resume, verbose=verbose,
+                  **fit_options)
     if history_path is not None:
         Path(history_path).write_text(json.dumps(history, indent=1))
     model.cpu().eval()
@@ -728,8 +692,9 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
     """Object probability for every pixel of the image: float32 H x W in [0, 1].
 
     Puts the model in eval mode and runs it without gradients on the model's own device.
-    The image is squashed to the training size, and the prediction is averaged with that of
-    the mirrored image (`flip_tta`), then resized back to the image's exact size.
+    The image is squashed to `image_size` (what training cropped its windows from), the
+    prediction is averaged with that of the mirrored image (`flip_tta`), then resized back to
+    the image's exact size.
     """
     image = _open_image(Path(img_path))
     height, width = image.height, image.width

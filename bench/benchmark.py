@@ -130,6 +130,8 @@ def main() -> int:
         record["training"] = {"seconds": seconds, "epochs": args.epochs, "images": n, "seed": args.seed,
                               "images_per_second": args.epochs * n / seconds,
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+        record["recipe"] = {**segmentation.TRAIN_DEFAULTS, "epochs": args.epochs, "seed": args.seed,
+                            "predict_size": segmentation.IMAGE_SIZE}
     model = segmentation.load_model(args.checkpoint)
     with_tta = evaluate(lambda p: segmentation.predict(model, p), args.test)
     without = evaluate(lambda p: segmentation.predict(model, p, flip_tta=False), args.test)

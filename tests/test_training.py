@@ -52,7 +52,7 @@ def test_different_seed_different_weights(data):
                                                      second.state_dict().values()))
 
 
-@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9, "crop_size": 48}])
+@pytest.mark.parametrize("options", [{}, {"crop_size": 48}])
 def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch, options):
     uninterrupted, _ = _fit(data, epochs=3, **options)
     state_path = tmp_path / "run.state"
@@ -73,19 +73,6 @@ def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for (key, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
-
-
-def test_weight_average_lags_behind_the_trained_weights(data):
-    """With ema_decay the returned weights differ from plain training's, and the average
-    moves each weight only part of the way from its initial value."""
-    torch.manual_seed(0)
-    initial = get_model().state_dict()
-    plain, _ = _fit(data, epochs=2)
-    averaged, _ = _fit(data, epochs=2, ema_decay=0.99)
-    key = "decoder.0.conv1.0.weight"
-    moved_plain = (plain.state_dict()[key] - initial[key]).norm()
-    moved_average = (averaged.state_dict()[key] - initial[key]).norm()
-    assert 0 < moved_average < moved_plain, (moved_average, moved_plain)
 
 
 def test_existing_checkpoint_is_never_replaced_unasked(tmp_path):
