@@ -643,7 +643,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
     Images are held squashed to `image_size` (the size `predict` uses) and trained on as
-    augmented `crop_size` windows. The training state is kept in `<out_path>.state` after each epoch; `resume=True` continues it.
+    augmented `crop_size` windows. The training state is kept in `<out_path>.state` after
+    each epoch; `resume=True` continues it.
     `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
     """
     log = print if verbose else (lambda *args, **kwargs: None)
@@ -661,7 +662,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     val_data = data.subset(val_indices) if val_indices else None
     crop_size = min(crop_size, image_size)
     log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
-        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; training on {crop_size}x{crop_size} windows")
+        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; "
+        f"training on {crop_size}x{crop_size} windows")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")

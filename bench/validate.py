@@ -3,8 +3,9 @@
     python bench/validate.py NAME --train ../shared/data/public_data/train [--set key=value ...]
 
 Trains with train_model's defaults overridden by --set (any train_model/fit keyword, e.g.
-encoder_lr_scale=0.3 or image_size=256) on all but the last 15% of each training class, then
-scores the held-out 15% the grader's way (full-resolution masks, threshold 0.5, IoU per image).
+encoder_lr_scale=0.3 or crop_size=192) on all but the last 15% of each training class, then
+scores the held-out 15% the grader's way (full-resolution masks, threshold 0.5, IoU per image),
+with predict() at each --predict-sizes size. The model is kept as NAME.pth for later sweeps.
 Writes bench/results/validation/NAME.json; the README's results section collects them.
 """
 
@@ -30,7 +31,7 @@ def main() -> int:
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--predict-sizes", type=int, nargs="*", default=None,
-                        help="also score predict() at these sizes (default: the training size)")
+                        help="score predict() at each of these sizes (default: image_size)")
     parser.add_argument("--out", default="bench/results/validation")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
