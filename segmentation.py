@@ -660,10 +660,9 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
     train_data = data.subset(train_indices)
     val_data = data.subset(val_indices) if val_indices else None
-    crop_size = min(crop_size, image_size)
+    window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
     log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
-        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; "
-        f"training on {crop_size}x{crop_size} windows")
+        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; training on {window}x{window} windows")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
