@@ -52,7 +52,6 @@ TRAIN_DEFAULTS = dict(
     val_fraction=0.0,
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
-    loss_kind="bce_dice",
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -407,34 +406,6 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice).mean()
 
 
-def lovasz_hinge_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Lovász hinge (Berman et al., 2018): a convex surrogate of 1 - IoU, per image, averaged.
-
-    Pixels are sorted by hinge error; each error is weighted by how much it adds to the
-    IoU loss when the pixels before it are already wrong.
-    """
-    losses = []
-    for x, y in zip(logits.flatten(1), target.flatten(1)):
-        errors = 1 - x * (2 * y - 1)
-        errors, order = errors.sort(descending=True)
-        y = y[order]
-        intersection = y.sum() - y.cumsum(0)
-        union = y.sum() + (1 - y).cumsum(0)
-        jaccard = 1 - intersection / union
-        weights = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-        losses.append(torch.dot(F.relu(errors), weights))
-    return torch.stack(losses).mean()
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """The training loss named `kind`: "bce_dice" or "bce_lovasz"."""
-    if kind == "bce_dice":
-        return bce_dice_loss(logits, target)
-    if kind == "bce_lovasz":
-        return F.binary_cross_entropy_with_logits(logits, target) + lovasz_hinge_loss(logits, target)
-    raise ValueError(f"unknown loss {kind!r}: use 'bce_dice' or 'bce_lovasz'")
-
-
 def iou_score(pred: np.ndarray, target: np.ndarray) -> float:
     """IoU of two binary masks as the grader computes it; two empty masks agree fully (1.0)."""
     pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
@@ -545,7 +516,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
-        crop_size: int = TRAIN_DEFAULTS["crop_size"], loss_kind: str = TRAIN_DEFAULTS["loss_kind"],
+        crop_size: int = TRAIN_DEFAULTS["crop_size"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
@@ -603,7 +574,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(images)
-            loss = segmentation_loss(logits.float(), masks, loss_kind)
+            loss = bce_dice_loss(logits.float(), masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
