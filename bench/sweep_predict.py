@@ -1,0 +1,97 @@
+"""Inference-only choices, scored on the validation block of a model trained by validate.py.
+
+    python bench/sweep_predict.py bench/results/validation/NAME.pth --train ../shared/data/public_data/train
+
+For one trained model, compares what predict() could do without retraining: squash the image
+to a square (as now) or resize it keeping its aspect ratio to about the same number of pixels;
+the threshold the probabilities would need (the grader's is fixed at 0.5, so another one would
+have to be folded into the probabilities); and dropping connected components smaller than a
+fraction of the largest one. Scores are the grader's mean per-image IoU on the held-out 15%.
+Writes bench/results/validation/predict-sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage.measure import label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import segmentation as seg  # noqa: E402
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+COMPONENT_FRACTIONS = (0.0, 0.1, 0.3, 1.0)  # 1.0 keeps the largest component only
+
+
+def probability(model, path: Path, side: int, keep_aspect: bool) -> np.ndarray:
+    """predict() with flip averaging, the image resized to side x side or, with `keep_aspect`,
+    to about side^2 pixels in its own proportions (both sides multiples of 32)."""
+    image = seg.to_rgb(Image.open(path))
+    width, height = image.size
+    if keep_aspect:
+        scale = side / (width * height) ** 0.5
+        size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
+    else:
+        size = (side, side)
+    x = torch.from_numpy(np.array(image.resize(size, Image.BILINEAR))).permute(2, 0, 1)
+    x = seg.normalize(x[None].float() / 255)
+    with torch.no_grad():
+        logits = model(torch.cat([x, x.flip(-1)]))
+        logits = (logits[:1] + logits[1:].flip(-1)) / 2
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return torch.sigmoid(logits)[0, 0].numpy()
+
+
+def keep_large_components(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """Drop 8-connected components smaller than `fraction` of the largest one."""
+    labels = label(mask, connectivity=2)
+    if fraction <= 0 or labels.max() <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return np.isin(labels, np.nonzero(sizes >= fraction * sizes.max())[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--sides", type=int, nargs="*", default=[288, 320])
+    parser.add_argument("--out", default="bench/results/validation/predict-sweep.json")
+    args = parser.parse_args()
+    model = seg.load_model(args.checkpoint).eval()
+    pairs = seg.find_pairs(args.train)
+    val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
+    scores: dict = {}
+    for side in args.sides:
+        for keep_aspect in (False, True):
+            resize = f"{'aspect' if keep_aspect else 'square'}-{side}"
+            for image_path, mask_path, cls in val_pairs:
+                prob, truth = probability(model, image_path, side, keep_aspect), seg.read_mask(mask_path)
+                for threshold in THRESHOLDS:
+                    for fraction in COMPONENT_FRACTIONS:
+                        pred = keep_large_components(prob > threshold, fraction)
+                        key = f"{resize} threshold {threshold} components {fraction}"
+                        scores.setdefault(key, {}).setdefault(cls.split(".")[0], []).append(
+                            seg.iou_score(pred, truth))
+            print(f"{resize} done", flush=True)
+    record = {"checkpoint": args.checkpoint, "val_images": len(val_pairs), "results": {
+        key: {"val_iou": float(np.mean([v for vs in by_source.values() for v in vs])),
+              **{source: float(np.mean(vs)) for source, vs in by_source.items()}}
+        for key, by_source in scores.items()}}
+    Path(args.out).write_text(json.dumps(record, indent=1))
+    for key, row in sorted(record["results"].items(), key=lambda item: -item[1]["val_iou"]):
+        print(f"{row['val_iou']:.4f}  {key}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

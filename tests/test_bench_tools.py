@@ -1,0 +1,45 @@
+"""The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import diagnose  # noqa: E402
+import sweep_predict  # noqa: E402
+
+
+def _square(mask: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
+    mask = mask.copy()
+    mask[y:y + size, x:x + size] = True
+    return mask
+
+
+def test_error_kinds_split_every_wrong_pixel_once():
+    empty = np.zeros((20, 30), dtype=bool)
+    truth = _square(empty, 2, 2, 6)                      # 36 pixels
+    pred = _square(_square(empty, 2, 2, 5), 2, 2, 7)     # the object, one pixel too wide...
+    pred = _square(pred, 12, 20, 4)                      # ...and a separate blob of 16
+    pred[2, 2] = False                                   # one missed pixel
+    kinds = diagnose.error_kinds(pred, truth)
+    assert kinds["other_object"] == 16
+    assert kinds["overreach"] == 49 - 36
+    assert kinds["missed"] == 1
+    wrong = (pred ^ truth).sum()
+    assert kinds["other_object"] + kinds["overreach"] + kinds["missed"] == wrong
+    # Without the blob, only the boundary errors are left.
+    assert kinds["iou_without_other_objects"] == (36 - 1) / 49
+    assert kinds["iou"] == (36 - 1) / (49 + 16 - 1 + 1)
+
+
+def test_keep_large_components():
+    empty = np.zeros((20, 30), dtype=bool)
+    pred = _square(_square(empty, 0, 0, 8), 12, 20, 4)   # 64 and 16 pixels
+    assert sweep_predict.keep_large_components(pred, 0.0).sum() == 80
+    assert sweep_predict.keep_large_components(pred, 0.25).sum() == 80
+    assert sweep_predict.keep_large_components(pred, 0.3).sum() == 64
+    assert not sweep_predict.keep_large_components(empty, 1.0).any()
