@@ -52,6 +52,7 @@ TRAIN_DEFAULTS = dict(
     val_fraction=0.0,
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
+    min_crop_area=0.35,               # training crops cover 35-100% of an image's area
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -186,7 +187,8 @@ class SegmentationData:
         return part
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
-              augment: bool = False, crop_size: Optional[int] = None
+              augment: bool = False, crop_size: Optional[int] = None,
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -196,7 +198,8 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size) for i, m in zip(images, masks)]
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
+                     for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
         return normalize(images), (masks > 0.5).float()
@@ -232,7 +235,8 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
 
 
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
-                 out_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 out_size: Optional[int] = None, min_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
 
     The result is `out_size` square (default S). A smaller `out_size` makes the crops show
@@ -240,8 +244,8 @@ def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[to
     """
     size = image.shape[-1]
     out_size = out_size or size
-    # Random crop of 35-100% of the area, aspect 3/4-4/3, resized to out_size x out_size.
-    area = _uniform(generator, 0.35, 1.0)
+    # Random crop of min_area-100% of the area, aspect 3/4-4/3, resized to out_size x out_size.
+    area = _uniform(generator, min_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
     w = min(size, int(round(size * math.sqrt(area * ratio))))
     h = min(size, int(round(size * math.sqrt(area / ratio))))
@@ -517,13 +521,14 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
+        min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
-    Batches are augmented `crop_size` windows of the stored images.
+    Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -569,7 +574,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
-                                             generator, augment=True, crop_size=crop_size)
+                                             generator, augment=True, crop_size=crop_size,
+                                             min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
