@@ -53,7 +53,6 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    max_rotation=0.0,                 # degrees; 0: no rotation
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -189,8 +188,7 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-              max_rotation: float = TRAIN_DEFAULTS["max_rotation"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -200,7 +198,7 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, max_rotation)
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
                      for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
@@ -237,8 +235,7 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
 
 
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
-                 out_size: Optional[int] = None, min_area: float = TRAIN_DEFAULTS["min_crop_area"],
-                 max_rotation: float = TRAIN_DEFAULTS["max_rotation"]
+                 out_size: Optional[int] = None, min_area: float = TRAIN_DEFAULTS["min_crop_area"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
 
@@ -258,14 +255,6 @@ def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[to
     pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False)[0]
     if _uniform(generator, 0, 1) < 0.5:
         pair = pair.flip(-1)
-    if max_rotation:  # drawn only when asked for: the default recipe's random stream is unchanged
-        angle = math.radians(_uniform(generator, -max_rotation, max_rotation))
-        theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0],
-                              [math.sin(angle), math.cos(angle), 0.0]])[None]
-        grid = F.affine_grid(theta, [1, *pair.shape], align_corners=False)
-        # Reflection fills the corners with nearby content instead of black never seen at test.
-        pair = F.grid_sample(pair[None], grid, mode="bilinear", padding_mode="reflection",
-                             align_corners=False)[0]
     image, mask = pair[:3], pair[3:]
     # Colour: brightness, contrast, saturation; sometimes grey, as some photos are.
     image = image * _uniform(generator, 0.7, 1.3)
@@ -533,15 +522,13 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-        max_rotation: float = TRAIN_DEFAULTS["max_rotation"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
-    Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images,
-    turned by up to `max_rotation` degrees.
+    Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -588,8 +575,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,
-                                             min_crop_area=min_crop_area,
-                                             max_rotation=max_rotation)
+                                             min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
