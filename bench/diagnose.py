@@ -10,7 +10,7 @@ Every wrong pixel of every test image is put in one of three kinds:
 It also reports the IoU each class would have with the "other object" components removed.
 That is an oracle (it looks at the ground truth), so it is a diagnosis of what kind of error
 is left, never a method or a choice: nothing here feeds back into the recipe.
-Writes <out>/diagnosis.json, <out>/diagnosis.md and <out>/failures.png.
+Writes <out>/diagnosis.json and <out>/diagnosis.md, and the picture to --figure.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--data", required=True, help="folder with test/images and test/gt (or those two)")
     parser.add_argument("--out", default="bench/results/diagnosis")
+    parser.add_argument("--figure", default="docs/failures.png", help="where the picture goes")
     parser.add_argument("--figure-classes", type=int, default=4, help="the worst N classes pictured")
     args = parser.parse_args()
     out = Path(args.out)
@@ -101,9 +102,10 @@ def main() -> int:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("worst frame of the weakest classes: green right, red extra, blue missed", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "failures.png", dpi=80)
+    fig.savefig(args.figure, dpi=80)
     plt.close(fig)
-    Image.open(out / "failures.png").convert("RGB").quantize(256).save(out / "failures.png", optimize=True)
+    # A 256-colour palette keeps the photo strip small enough to commit beside the README.
+    Image.open(args.figure).convert("RGB").quantize(256).save(args.figure, optimize=True)
     return 0
 
 
