@@ -235,7 +235,8 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
 
 
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
-                 out_size: Optional[int] = None, min_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                 out_size: Optional[int] = None,
+                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
 
@@ -244,8 +245,8 @@ def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[to
     """
     size = image.shape[-1]
     out_size = out_size or size
-    # Random crop of min_area-100% of the area, aspect 3/4-4/3, resized to out_size x out_size.
-    area = _uniform(generator, min_area, 1.0)
+    # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
+    area = _uniform(generator, min_crop_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
     w = min(size, int(round(size * math.sqrt(area * ratio))))
     h = min(size, int(round(size * math.sqrt(area / ratio))))

@@ -91,8 +91,8 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expec
         assert (bright == (masks[0, 0] > 0.5)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("min_area", [0.15, 0.35])
-def test_crops_cover_at_least_min_area(min_area):
+@pytest.mark.parametrize("min_crop_area", [0.15, 0.35])
+def test_crops_cover_at_least_min_crop_area(min_crop_area):
     """A horizontal ramp as the 'mask' shows how wide each crop was: its span after the crop
     is the crop's width as a fraction of the image."""
     import torch
@@ -101,11 +101,11 @@ def test_crops_cover_at_least_min_area(min_area):
     generator = torch.Generator().manual_seed(0)
     spans = []
     for _ in range(300):
-        _, crop = augment_pair(torch.rand(3, 200, 200), ramp, generator, 100, min_area)
+        _, crop = augment_pair(torch.rand(3, 200, 200), ramp, generator, 100, min_crop_area)
         spans.append((crop.max() - crop.min()).item())
     # Width = sqrt(area * aspect) with aspect down to 3/4; a little slack for interpolation.
-    assert min(spans) >= (min_area * 3 / 4) ** 0.5 - 0.02
-    assert min(spans) < (min_area * 4 / 3) ** 0.5  # the smallest crops are actually drawn
+    assert min(spans) >= (min_crop_area * 3 / 4) ** 0.5 - 0.02
+    assert min(spans) < (min_crop_area * 4 / 3) ** 0.5  # the smallest crops are actually drawn
     assert max(spans) > 0.95
 
 
