@@ -29,7 +29,7 @@ from skimage.measure import label  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
-from run_tests import find_test_folders  # noqa: E402
+from run_tests import _files, find_test_folders  # noqa: E402
 
 
 def error_kinds(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -37,12 +37,9 @@ def error_kinds(pred: np.ndarray, truth: np.ndarray) -> dict:
     components = label(pred, connectivity=2)
     touching = np.unique(components[pred & truth])
     other = pred & ~np.isin(components, touching)
-    union = (pred | truth).sum()
-    kept = pred & ~other
     return {"other_object": int(other.sum()), "overreach": int((pred & ~truth & ~other).sum()),
-            "missed": int((truth & ~pred).sum()),
-            "iou": seg.iou_score(pred, truth), "iou_without_other_objects": seg.iou_score(kept, truth),
-            "union": int(union)}
+            "missed": int((truth & ~pred).sum()), "iou": seg.iou_score(pred, truth),
+            "iou_without_other_objects": seg.iou_score(pred & ~other, truth)}
 
 
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -68,9 +65,9 @@ def main() -> int:
     model = seg.load_model(args.checkpoint)
     rows: dict = {}
     worst: dict = {}
-    for image_path in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in seg.IMAGE_SUFFIXES):
+    for key, image_path in _files(images_dir, seg.IMAGE_SUFFIXES).items():
         cls = image_path.parent.name
-        truth = seg.read_mask(gt_dir / cls / (image_path.stem + ".png"))
+        truth = seg.read_mask(gt_dir / key.with_suffix(".png"))
         pred = seg.predict(model, image_path) > 0.5
         kinds = error_kinds(pred, truth)
         rows.setdefault(cls, []).append(kinds)

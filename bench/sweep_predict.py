@@ -70,12 +70,13 @@ def main() -> int:
     model = seg.load_model(args.checkpoint).eval()
     pairs = seg.find_pairs(args.train)
     val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
+    truths = [seg.read_mask(mask_path) for _, mask_path, _ in val_pairs]  # read once, not per variant
     scores: dict = {}
     for side in args.sides:
         for keep_aspect in (False, True):
             resize = f"{'aspect' if keep_aspect else 'square'}-{side}"
-            for image_path, mask_path, cls in val_pairs:
-                prob, truth = probability(model, image_path, side, keep_aspect), seg.read_mask(mask_path)
+            for (image_path, _, cls), truth in zip(val_pairs, truths):
+                prob = probability(model, image_path, side, keep_aspect)
                 for threshold in THRESHOLDS:
                     for fraction in COMPONENT_FRACTIONS:
                         pred = keep_large_components(prob > threshold, fraction)
