@@ -4,7 +4,8 @@
 
 For one trained model, compares what predict() could do without retraining: squash the image
 to a square (as now) or resize it keeping its aspect ratio to about the same number of pixels;
-the threshold the probabilities would need (the grader's is fixed at 0.5, so another one would
+averaging other views than the image and its mirror (--views: e.g. 256+320 averages two
+scales, 256+320f adds 320's mirror; "f" means the size and its mirror image); the threshold the probabilities would need (the grader's is fixed at 0.5, so another one would
 have to be folded into the probabilities); and dropping connected components smaller than a
 fraction of the largest one. Scores are the grader's mean per-image IoU on the held-out 15%.
 Writes bench/results/validation/predict-sweep.json.
@@ -16,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,23 +32,36 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 COMPONENT_FRACTIONS = (0.0, 0.1, 0.3, 1.0)  # 1.0 keeps the largest component only
 
 
-def probability(model, path: Path, side: int, keep_aspect: bool) -> np.ndarray:
-    """predict() with flip averaging, the image resized to side x side or, with `keep_aspect`,
-    to about side^2 pixels in its own proportions (both sides multiples of 32)."""
+def parse_views(spec: str) -> List[Tuple[int, bool]]:
+    """'256+320f' -> [(256, False), (320, False), (320, True)]: sizes, "f" adding the mirror."""
+    views = []
+    for part in spec.split("+"):
+        side = int(part.rstrip("f"))
+        views += [(side, False), (side, True)] if part.endswith("f") else [(side, False)]
+    return views
+
+
+def probability(model, path: Path, views: Sequence[Tuple[int, bool]], keep_aspect: bool
+                ) -> np.ndarray:
+    """Probabilities from the logits averaged over `views` (side, mirrored), predict()'s being
+    [(288, False), (288, True)]. Each view resizes the image to side x side or, with
+    `keep_aspect`, to about side^2 pixels in its own proportions (sides multiples of 32)."""
     image = seg.to_rgb(Image.open(path))
     width, height = image.size
-    if keep_aspect:
-        scale = side / (width * height) ** 0.5
-        size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
-    else:
-        size = (side, side)
-    x = torch.from_numpy(np.array(image.resize(size, Image.BILINEAR))).permute(2, 0, 1)
-    x = seg.normalize(x[None].float() / 255)
-    with torch.no_grad():
-        logits = model(torch.cat([x, x.flip(-1)]))
-        logits = (logits[:1] + logits[1:].flip(-1)) / 2
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-    return torch.sigmoid(logits)[0, 0].numpy()
+    total = torch.zeros(1, 1, height, width)
+    for side, mirrored in views:
+        if keep_aspect:
+            scale = side / (width * height) ** 0.5
+            size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
+        else:
+            size = (side, side)
+        x = torch.from_numpy(np.array(image.resize(size, Image.BILINEAR))).permute(2, 0, 1)
+        x = seg.normalize(x[None].float() / 255)
+        with torch.no_grad():
+            logits = model(x.flip(-1)).flip(-1) if mirrored else model(x)
+            total += F.interpolate(logits, size=(height, width), mode="bilinear",
+                                   align_corners=False)
+    return torch.sigmoid(total / len(views))[0, 0].numpy()
 
 
 def keep_large_components(mask: np.ndarray, fraction: float) -> np.ndarray:
@@ -64,26 +79,31 @@ def main() -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--train", required=True)
     parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--sides", type=int, nargs="*", default=[288, 320])
+    parser.add_argument("--sides", type=int, nargs="*", default=[288, 320],
+                        help="squash and aspect-preserving resizes at each size, with the mirror")
+    parser.add_argument("--views", nargs="*", default=[],
+                        help="squashed multi-view variants, e.g. 256+320 288f+320")
     parser.add_argument("--out", default="bench/results/validation/predict-sweep.json")
     args = parser.parse_args()
     model = seg.load_model(args.checkpoint).eval()
     pairs = seg.find_pairs(args.train)
     val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
     truths = [seg.read_mask(mask_path) for _, mask_path, _ in val_pairs]  # read once, not per variant
+    variants = {f"{'aspect' if keep_aspect else 'square'}-{side}f": (parse_views(f"{side}f"),
+                                                                      keep_aspect)
+                for side in args.sides for keep_aspect in (False, True)}
+    variants.update({f"square-{spec}": (parse_views(spec), False) for spec in args.views})
     scores: dict = {}
-    for side in args.sides:
-        for keep_aspect in (False, True):
-            resize = f"{'aspect' if keep_aspect else 'square'}-{side}"
-            for (image_path, _, cls), truth in zip(val_pairs, truths):
-                prob = probability(model, image_path, side, keep_aspect)
-                for threshold in THRESHOLDS:
-                    for fraction in COMPONENT_FRACTIONS:
-                        pred = keep_large_components(prob > threshold, fraction)
-                        key = f"{resize} threshold {threshold} components {fraction}"
-                        scores.setdefault(key, {}).setdefault(cls.split(".")[0], []).append(
-                            seg.iou_score(pred, truth))
-            print(f"{resize} done", flush=True)
+    for resize, (views, keep_aspect) in variants.items():
+        for (image_path, _, cls), truth in zip(val_pairs, truths):
+            prob = probability(model, image_path, views, keep_aspect)
+            for threshold in THRESHOLDS:
+                for fraction in COMPONENT_FRACTIONS:
+                    pred = keep_large_components(prob > threshold, fraction)
+                    key = f"{resize} threshold {threshold} components {fraction}"
+                    scores.setdefault(key, {}).setdefault(cls.split(".")[0], []).append(
+                        seg.iou_score(pred, truth))
+        print(f"{resize} done", flush=True)
     record = {"checkpoint": args.checkpoint, "val_images": len(val_pairs), "results": {
         key: {"val_iou": float(np.mean([v for vs in by_source.values() for v in vs])),
               **{source: float(np.mean(vs)) for source, vs in by_source.items()}}

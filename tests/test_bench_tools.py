@@ -43,3 +43,26 @@ def test_keep_large_components():
     assert sweep_predict.keep_large_components(pred, 0.25).sum() == 80
     assert sweep_predict.keep_large_components(pred, 0.3).sum() == 64
     assert not sweep_predict.keep_large_components(empty, 1.0).any()
+
+
+def test_views_parse_sizes_and_mirrors():
+    assert sweep_predict.parse_views("288f") == [(288, False), (288, True)]
+    assert sweep_predict.parse_views("256+320f") == [(256, False), (320, False), (320, True)]
+
+
+def test_sweep_probability_with_predicts_views_is_predict(tmp_path):
+    # The sweep reimplements predict() to try other views; with predict's own views it must
+    # give predict's probabilities, or its comparisons would not be about predict.
+    import torch
+    from PIL import Image
+    import segmentation as seg
+
+    torch.manual_seed(0)
+    model = seg.get_model().eval()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(path)
+    expected = seg.predict(model, path, image_size=64)
+    got = sweep_predict.probability(model, path, sweep_predict.parse_views("64f"), False)
+    assert got.shape == expected.shape == (45, 70)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
