@@ -4,11 +4,11 @@
 
 For one trained model, compares what predict() could do without retraining: squash the image
 to a square (as now) or resize it keeping its aspect ratio to about the same number of pixels;
-averaging other views than the image and its mirror (--views: e.g. 256+320 averages two
-scales, 256+320f adds 320's mirror; "f" means the size and its mirror image); the threshold the probabilities would need (the grader's is fixed at 0.5, so another one would
-have to be folded into the probabilities); and dropping connected components smaller than a
-fraction of the largest one. Scores are the grader's mean per-image IoU on the held-out 15%.
-Writes bench/results/validation/predict-sweep.json.
+averaging other views than the image and its mirror (--views: 256+320 averages two sizes,
+256+320f adds the mirror image at 320); the threshold the probabilities would need (the
+grader's is fixed at 0.5, so another one would have to be folded into the probabilities); and
+dropping connected components smaller than a fraction of the largest one. Scores are the
+grader's mean per-image IoU on the held-out 15%. Writes --out (predict-sweep.json by default).
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def main() -> int:
     pairs = seg.find_pairs(args.train)
     val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
     truths = [seg.read_mask(mask_path) for _, mask_path, _ in val_pairs]  # read once, not per variant
-    variants = {f"{'aspect' if keep_aspect else 'square'}-{side}f": (parse_views(f"{side}f"),
-                                                                      keep_aspect)
+    # Variant names: "square-288f" is predict() as shipped (288 and its mirror, squashed).
+    variants = {f"{'aspect' if keep_aspect else 'square'}-{side}f": (parse_views(f"{side}f"), keep_aspect)
                 for side in args.sides for keep_aspect in (False, True)}
     variants.update({f"square-{spec}": (parse_views(spec), False) for spec in args.views})
     scores: dict = {}
