@@ -577,7 +577,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             # The first freeze_encoder_epochs train the new decoder on fixed ImageNet features.
             frozen = epoch < freeze_encoder_epochs
             for group in optimizer.param_groups:
-                scale = 0.0 if frozen and group["encoder"] else group["lr_scale"]
+                scale = 0.0 if frozen and group.get("encoder") else group["lr_scale"]
                 group["lr"] = scale * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,

@@ -1,11 +1,14 @@
-"""The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter."""
+"""The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter and views."""
 
 from __future__ import annotations
 
 import sys
 
 import numpy as np
+import torch
+from PIL import Image
 
+import segmentation as seg
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -53,10 +56,6 @@ def test_views_parse_sizes_and_mirrors():
 def test_sweep_probability_with_predicts_views_is_predict(tmp_path):
     # The sweep reimplements predict() to try other views; with predict's own views it must
     # give predict's probabilities, or its comparisons would not be about predict.
-    import torch
-    from PIL import Image
-    import segmentation as seg
-
     torch.manual_seed(0)
     model = seg.get_model().eval()
     rng = np.random.default_rng(0)
