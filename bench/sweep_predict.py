@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,14 +49,18 @@ def probability(model, path: Path, views: Sequence[Tuple[int, bool]], keep_aspec
     image = seg.to_rgb(Image.open(path))
     width, height = image.size
     total = torch.zeros(1, 1, height, width)
+    inputs: Dict[int, torch.Tensor] = {}  # a size and its mirror share one resize
     for side, mirrored in views:
-        if keep_aspect:
-            scale = side / (width * height) ** 0.5
-            size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
-        else:
-            size = (side, side)
-        x = torch.from_numpy(np.array(image.resize(size, Image.BILINEAR))).permute(2, 0, 1)
-        x = seg.normalize(x[None].float() / 255)
+        if side not in inputs:
+            if keep_aspect:
+                scale = side / (width * height) ** 0.5
+                size = (max(32, round(width * scale / 32) * 32),
+                        max(32, round(height * scale / 32) * 32))
+            else:
+                size = (side, side)
+            x = torch.from_numpy(np.array(image.resize(size, Image.BILINEAR))).permute(2, 0, 1)
+            inputs[side] = seg.normalize(x[None].float() / 255)
+        x = inputs[side]
         with torch.no_grad():
             logits = model(x.flip(-1)).flip(-1) if mirrored else model(x)
             total += F.interpolate(logits, size=(height, width), mode="bilinear",

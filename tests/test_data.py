@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import make_dataset
-from segmentation import DataError, SegmentationData, find_pairs, read_image, read_mask, split_indices
+from segmentation import (DataError, SegmentationData, augment_pair, find_pairs, read_image,
+                          read_mask, split_indices)
 
 
 def test_find_pairs(tiny_data):
@@ -82,7 +84,6 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expec
     Image.fromarray(np.repeat(mask[:, :, None] * 255, 3, 2).astype(np.uint8)).save(root / "images" / "a" / "x.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(root / "gt" / "a" / "x.png")
     data = SegmentationData(root, image_size=64)
-    import torch
     generator = torch.Generator().manual_seed(0)
     for _ in range(10):
         images, masks = data.batch([0], generator, augment=True, crop_size=crop_size)
@@ -95,8 +96,6 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expec
 def test_crops_cover_at_least_min_crop_area(min_crop_area):
     """A horizontal ramp as the 'mask' shows how wide each crop was: its span after the crop
     is the crop's width as a fraction of the image."""
-    import torch
-    from segmentation import augment_pair
     ramp = torch.linspace(0, 1, 200).expand(1, 200, 200).contiguous()
     generator = torch.Generator().manual_seed(0)
     spans = []
