@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=str(ROOT / "segmentation_model.pth"),
                         help="the pretrained U-Net (skipped if absent)")
-    parser.add_argument("--history", default=str(ROOT / "bench" / "results" / "history.json"),
+    parser.add_argument("--history",
+                        default=str(ROOT / "bench" / "results" / "seed0" / "history.json"),
                         help="its training history, for the curves (skipped if absent)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
