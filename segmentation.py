@@ -53,7 +53,6 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    freeze_encoder_epochs=0,          # epochs at the start with the encoder's weights fixed
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -524,7 +523,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-        freeze_encoder_epochs: int = TRAIN_DEFAULTS["freeze_encoder_epochs"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
@@ -544,8 +542,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     encoder = list(model.encoder.parameters())
     encoder_ids = {id(p) for p in encoder}
     rest = [p for p in model.parameters() if id(p) not in encoder_ids]
-    optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale, "encoder": True},
-                                   {"params": rest, "lr_scale": 1.0, "encoder": False}],
+    optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
+                                   {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
     use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
@@ -574,11 +572,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             progress = step / total_steps
             if time_budget:
                 progress = max(progress, (time.time() - start) / time_budget)
-            # The first freeze_encoder_epochs train the new decoder on fixed ImageNet features.
-            frozen = epoch < freeze_encoder_epochs
             for group in optimizer.param_groups:
-                scale = 0.0 if frozen and group.get("encoder") else group["lr_scale"]
-                group["lr"] = scale * learning_rate(min(progress, 1.0), lr, warmup_fraction)
+                group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,
                                              min_crop_area=min_crop_area)
