@@ -42,6 +42,30 @@ def time_predict(model, images, repeats: int = 3) -> float:
     return 1000 * float(np.median(times))
 
 
+def training_step_ms(steps: int = 6, warmup: int = 2) -> float:
+    """Median milliseconds of one default training step (forward, backward, AdamW) on random
+    data: a yardstick of the machine's speed, which varies from day to day and hour to hour,
+    so that training times in records taken on different days can be compared."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = segmentation.get_model().to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    size, batch = segmentation.CROP_SIZE, segmentation.TRAIN_DEFAULTS["batch_size"]
+    images = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
+    masks = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
+        loss = segmentation.bce_dice_loss(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[warmup:]))
+
+
 # VmHWM, not ru_maxrss: a child started from a big process inherits the parent's ru_maxrss.
 LARGE_IMAGE_PEAK = """
 import re, sys
@@ -93,14 +117,17 @@ def markdown(record: dict) -> str:
         lines += [f"| training | {t['seconds'] / 60:.1f} min, {t['images_per_second']:.1f} images/s, "
                   f"{t['epochs']} epochs on {t['images']} images ({t['device']}) |"]
     s = record["speed"]
+    m = record["machine"]
+    step = m.get("training_step_ms", {})
+    timing = ", ".join(f"{v:.0f} ms {k}" for k, v in step.items())
+    lines += [f"| machine speed | one training step (16 random 224x224 images): {timing} |"] if step else []
     lines += [f"| predict | {s['predict_ms_640x360']:.0f} ms per 640x360 image, "
               f"{s['predict_ms_own_size']:.0f} ms at the test images' own sizes; "
               f"{s['predict_ms_640x360_denormal_weights']:.0f} ms with 10% denormal weights |",
               f"| predict on a 6000x4000 photo | {s['predict_6000x4000_extra_peak_mb']:.0f} MB extra peak memory |",
               f"| peak memory (process) | {record['peak_memory_mb']:.0f} MB |",
               f"| checkpoint | {record['checkpoint_mb']:.1f} MB |",
-              f"| machine | {record['machine']['cores']} cores, torch {record['machine']['torch']}, "
-              f"{record['machine']['processor']} |", "",
+              f"| machine | {m['cores']} cores, torch {m['torch']}, {m['processor']} |", "",
               "| class | images | IoU | IoU without TTA |", "|---|---|---|---|"]
     for name, iou in q["per_class"].items():
         lines.append(f"| {name} | {q['class_sizes'][name]} | {iou:.4f} | {q['per_class_no_tta'][name]:.4f} |")
@@ -120,6 +147,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "checkpoint": args.checkpoint}
+    step_ms = {"before training" if args.train else "before grading": training_step_ms()}
     if args.train:
         start = time.time()
         segmentation.train_model(args.train, epochs=args.epochs, seed=args.seed,
@@ -130,6 +158,7 @@ def main() -> int:
         record["training"] = {"seconds": seconds, "epochs": args.epochs, "images": n, "seed": args.seed,
                               "images_per_second": args.epochs * n / seconds,
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+        step_ms["after training"] = training_step_ms()
         record["recipe"] = {**segmentation.TRAIN_DEFAULTS, "epochs": args.epochs, "seed": args.seed,
                             "predict_size": segmentation.IMAGE_SIZE}
     model = segmentation.load_model(args.checkpoint)
@@ -154,7 +183,7 @@ def main() -> int:
     record["machine"] = {"cores": os.cpu_count(), "torch": torch.__version__,
                          "torchvision": segmentation.torchvision.__version__,
                          "processor": platform.processor() or platform.machine(),
-                         "threads": torch.get_num_threads()}
+                         "threads": torch.get_num_threads(), "training_step_ms": step_ms}
     (out / "benchmark.json").write_text(json.dumps(record, indent=2))
     (out / "benchmark.md").write_text(markdown(record))
     print(markdown(record))
