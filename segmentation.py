@@ -53,7 +53,6 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    max_crop_area=1.0,                # above 1: zoomed-out crops, the image on a padded canvas
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -189,8 +188,7 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-              max_crop_area: float = TRAIN_DEFAULTS["max_crop_area"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -200,7 +198,7 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, max_crop_area)
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
                      for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
@@ -238,32 +236,23 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
 
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
                  out_size: Optional[int] = None,
-                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-                 max_crop_area: float = TRAIN_DEFAULTS["max_crop_area"]
+                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
 
     The result is `out_size` square (default S). A smaller `out_size` makes the crops show
-    objects both smaller and larger than at S, around the scale `predict` uses. Crops larger
-    than the image (`max_crop_area` > 1) pad it with the ImageNet mean colour and background.
+    objects both smaller and larger than at S, around the scale `predict` uses.
     """
     size = image.shape[-1]
     out_size = out_size or size
-    # Random crop of min_crop_area-max_crop_area of the area, aspect 3/4-4/3, resized to out_size.
-    area = _uniform(generator, min_crop_area, max_crop_area)
+    # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
+    area = _uniform(generator, min_crop_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
-    limit = int(round(size * math.sqrt(max(max_crop_area, 1.0))))
-    w = min(limit, int(round(size * math.sqrt(area * ratio))))
-    h = min(limit, int(round(size * math.sqrt(area / ratio))))
-    x0 = min(0, size - w) + int(_uniform(generator, 0, abs(size - w) + 1 - 1e-6))
-    y0 = min(0, size - h) + int(_uniform(generator, 0, abs(size - h) + 1 - 1e-6))
-    pair = torch.cat([image, mask])
-    pad = (max(0, -x0), max(0, x0 + w - size), max(0, -y0), max(0, y0 + h - size))
-    if any(pad):  # zero padding of (pair - fill) puts the image on a canvas of fill
-        fill = torch.tensor(MEAN + (0.0,), dtype=pair.dtype).view(4, 1, 1)
-        pair = F.pad(pair - fill, pad) + fill
-        x0, y0 = x0 + pad[0], y0 + pad[2]
-    pair = pair[None, :, y0:y0 + h, x0:x0 + w]
+    w = min(size, int(round(size * math.sqrt(area * ratio))))
+    h = min(size, int(round(size * math.sqrt(area / ratio))))
+    x0 = int(_uniform(generator, 0, size - w + 1 - 1e-6))
+    y0 = int(_uniform(generator, 0, size - h + 1 - 1e-6))
+    pair = torch.cat([image, mask])[None, :, y0:y0 + h, x0:x0 + w]
     pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False)[0]
     if _uniform(generator, 0, 1) < 0.5:
         pair = pair.flip(-1)
@@ -543,7 +532,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-        max_crop_area: float = TRAIN_DEFAULTS["max_crop_area"],
         mixed_precision: bool = True, time_budget: Optional[float] = None,
         device: Optional[str] = None, state_path: Optional[Path] = None, resume: bool = False,
         verbose: bool = True
@@ -553,8 +541,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
     With `mixed_precision`, the forward pass runs in bfloat16 where the hardware has it
     natively (see `bf16_native`); weights, loss and optimizer stay float32.
-    Batches are augmented `crop_size` windows cut from `min_crop_area`-`max_crop_area` of the
-    stored images' area.
+    Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
     is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
@@ -601,8 +588,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,
-                                             min_crop_area=min_crop_area,
-                                             max_crop_area=max_crop_area)
+                                             min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
