@@ -501,15 +501,6 @@ def evaluate_batches(model: nn.Module, data: SegmentationData, device: torch.dev
     return float(np.mean(scores))
 
 
-def bf16_native(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively: a recent GPU, or a CPU with AVX512-BF16
-    (on x86 CPUs without it, bfloat16 is emulated and slower than float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    probe = getattr(getattr(torch, "cpu", None), "_is_avx512_bf16_supported", None)  # private
-    return device.type == "cpu" and probe is not None and bool(probe())
-
-
 def _format_time(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
@@ -532,15 +523,12 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-        mixed_precision: bool = True, time_budget: Optional[float] = None,
-        device: Optional[str] = None, state_path: Optional[Path] = None, resume: bool = False,
-        verbose: bool = True
+        time_budget: Optional[float] = None, device: Optional[str] = None,
+        state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
-    With `mixed_precision`, the forward pass runs in bfloat16 where the hardware has it
-    natively (see `bf16_native`); weights, loss and optimizer stay float32.
     Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images.
     `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
     schedule over that time instead of over `epochs`. With `state_path`, the full training state
@@ -557,7 +545,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
                                    {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
-    use_amp = mixed_precision and bf16_native(device)
+    use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch
     history: List[Dict[str, float]] = []

@@ -1,4 +1,5 @@
-"""The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter and views."""
+"""The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter
+and views, the benchmark's speed yardstick and record."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import segmentation as seg
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
+import benchmark  # noqa: E402
 import diagnose  # noqa: E402
 import sweep_predict  # noqa: E402
 
@@ -65,3 +67,22 @@ def test_sweep_probability_with_predicts_views_is_predict(tmp_path):
     got = sweep_predict.probability(model, path, sweep_predict.parse_views("64f"), False)
     assert got.shape == expected.shape == (45, 70)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_benchmark_records_the_machine_speed_yardstick():
+    step_ms = benchmark.training_step_ms(steps=1, warmup=0)
+    assert step_ms > 0
+    record = {"quality": {"mean_iou": 0.8, "mean_iou_no_tta": 0.79, "share_below_0_5": 0.1,
+                          "per_class": {"a": 0.8}, "per_class_no_tta": {"a": 0.79},
+                          "class_sizes": {"a": 3}},
+              "speed": {"predict_ms_640x360": 50.0, "predict_ms_own_size": 40.0,
+                        "predict_ms_640x360_denormal_weights": 55.0,
+                        "predict_6000x4000_extra_peak_mb": 300.0},
+              "peak_memory_mb": 1000.0, "checkpoint_mb": 9.2,
+              "machine": {"cores": 2, "torch": "x", "processor": "y",
+                          "training_step_ms": {"before grading": step_ms}}}
+    row = [line for line in benchmark.markdown(record).splitlines() if "machine speed" in line]
+    assert row == [f"| machine speed | one training step (16 random 224x224 images): "
+                   f"{step_ms:.0f} ms before grading |"]
+    del record["machine"]["training_step_ms"]  # records made before the yardstick existed
+    assert "machine speed" not in benchmark.markdown(record)

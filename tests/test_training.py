@@ -52,22 +52,6 @@ def test_different_seed_different_weights(data):
                                                      second.state_dict().values()))
 
 
-def test_bf16_forward_only_where_the_hardware_has_it(data, monkeypatch):
-    """Without native bf16 training is plain float32, whatever mixed_precision says; with it, the
-    forward pass changes the numbers but the weights stay float32."""
-    plain, _ = _fit(data, mixed_precision=False)
-    monkeypatch.setattr(segmentation, "bf16_native", lambda device: False)
-    not_native, _ = _fit(data)
-    monkeypatch.setattr(segmentation, "bf16_native", lambda device: True)
-    native, history = _fit(data)
-    pairs = list(zip(plain.state_dict().values(), not_native.state_dict().values(),
-                     native.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b, _ in pairs)
-    assert not all(torch.equal(a, c) for a, _, c in pairs)
-    assert all(c.dtype == a.dtype for a, _, c in pairs)
-    assert torch.isfinite(torch.tensor(history[-1]["loss"]))
-
-
 @pytest.mark.parametrize("options", [{}, {"crop_size": 48}])
 def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch, options):
     uninterrupted, _ = _fit(data, epochs=3, **options)
