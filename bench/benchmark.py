@@ -4,7 +4,8 @@
     python bench/benchmark.py --checkpoint segmentation_model.pth --test ../shared/data/public_data
 
 The first trains with train_model's defaults (on GPU when present) and grades the result; the
-second grades an existing checkpoint. Both write `<out>/benchmark.json` and `<out>/benchmark.md`.
+second grades an existing checkpoint. Both write `<out>/benchmark.json` and `<out>/benchmark.md`,
+with the time of one training step on random data as a yardstick of the machine's speed.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ def markdown(record: dict) -> str:
     m = record["machine"]
     step = m.get("training_step_ms", {})
     timing = ", ".join(f"{v:.0f} ms {k}" for k, v in step.items())
-    lines += [f"| machine speed | one training step (16 random 224x224 images): {timing} |"] if step else []
+    if step:
+        shape = (f"{segmentation.TRAIN_DEFAULTS['batch_size']} random "
+                 f"{segmentation.CROP_SIZE}x{segmentation.CROP_SIZE} images")
+        lines += [f"| machine speed | one training step ({shape}): {timing} |"]
     lines += [f"| predict | {s['predict_ms_640x360']:.0f} ms per 640x360 image, "
               f"{s['predict_ms_own_size']:.0f} ms at the test images' own sizes; "
               f"{s['predict_ms_640x360_denormal_weights']:.0f} ms with 10% denormal weights |",

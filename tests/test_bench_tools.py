@@ -82,7 +82,6 @@ def test_benchmark_records_the_machine_speed_yardstick():
               "machine": {"cores": 2, "torch": "x", "processor": "y",
                           "training_step_ms": {"before grading": step_ms}}}
     row = [line for line in benchmark.markdown(record).splitlines() if "machine speed" in line]
-    assert row == [f"| machine speed | one training step (16 random 224x224 images): "
-                   f"{step_ms:.0f} ms before grading |"]
+    assert len(row) == 1 and row[0].endswith(f"): {step_ms:.0f} ms before grading |")
     del record["machine"]["training_step_ms"]  # records made before the yardstick existed
     assert "machine speed" not in benchmark.markdown(record)
