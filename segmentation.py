@@ -53,7 +53,6 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    loss_kind="bce_dice",
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -412,24 +411,6 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice).mean()
 
 
-def focal_dice_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Focal loss (Lin et al., 2017: BCE scaled by (1 - p_t)^gamma, so easy pixels count less)
-    plus the same soft Dice loss as bce_dice_loss."""
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = torch.exp(-bce)
-    focal = ((1 - p_t) ** gamma * bce).mean()
-    return focal + bce_dice_loss(logits, target) - F.binary_cross_entropy_with_logits(logits, target)
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """The training loss named `kind`: "bce_dice" or "focal_dice"."""
-    if kind == "bce_dice":
-        return bce_dice_loss(logits, target)
-    if kind == "focal_dice":
-        return focal_dice_loss(logits, target)
-    raise ValueError(f"unknown loss {kind!r}: use 'bce_dice' or 'focal_dice'")
-
-
 def iou_score(pred: np.ndarray, target: np.ndarray) -> float:
     """IoU of two binary masks as the grader computes it; two empty masks agree fully (1.0)."""
     pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
@@ -540,7 +521,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
-        crop_size: int = TRAIN_DEFAULTS["crop_size"], loss_kind: str = TRAIN_DEFAULTS["loss_kind"],
+        crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
@@ -600,7 +581,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             masks = masks.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(images)
-            loss = segmentation_loss(logits.float(), masks, loss_kind)
+            loss = bce_dice_loss(logits.float(), masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
