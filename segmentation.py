@@ -516,6 +516,23 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether training on `device` runs its forward pass in bfloat16: on GPUs that have it."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               masks: torch.Tensor, use_amp: bool) -> float:
+    """One optimisation step on a batch (BCE + Dice, the loss in float32); returns the loss."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = model(images)
+    loss = bce_dice_loss(logits.float(), masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         *, epochs: int = TRAIN_DEFAULTS["epochs"], batch_size: int = TRAIN_DEFAULTS["batch_size"],
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
@@ -545,7 +562,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
                                    {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
-    use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_amp = bf16_autocast(device)
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch
     history: List[Dict[str, float]] = []
@@ -578,14 +595,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                                              generator, augment=True, crop_size=crop_size,
                                              min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
-            masks = masks.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(images)
-            loss = bce_dice_loss(logits.float(), masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
             if time_budget and time.time() - start >= time_budget:
                 break
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "time": time.time() - start}

@@ -44,9 +44,9 @@ def time_predict(model, images, repeats: int = 3) -> float:
 
 
 def training_step_ms(steps: int = 6, warmup: int = 2) -> float:
-    """Median milliseconds of one default training step (forward, backward, AdamW) on random
-    data: a yardstick of the machine's speed, which varies from day to day and hour to hour,
-    so that training times in records taken on different days can be compared."""
+    """Median milliseconds of one training step as fit() takes it (forward, backward, AdamW) on
+    random data: a yardstick of the machine's speed, which varies from day to day and hour to
+    hour, so that training times in records taken on different days can be compared."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = segmentation.get_model().to(device, memory_format=torch.channels_last).train()
@@ -54,15 +54,11 @@ def training_step_ms(steps: int = 6, warmup: int = 2) -> float:
     size, batch = segmentation.CROP_SIZE, segmentation.TRAIN_DEFAULTS["batch_size"]
     images = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
     masks = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    use_amp = segmentation.bf16_autocast(device)
     times = []
     for _ in range(warmup + steps):
         start = time.perf_counter()
-        loss = segmentation.bce_dice_loss(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        segmentation.train_step(model, optimizer, images, masks, use_amp)  # .item() waits for it
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times[warmup:]))
 
@@ -120,8 +116,8 @@ def markdown(record: dict) -> str:
     s = record["speed"]
     m = record["machine"]
     step = m.get("training_step_ms", {})
-    timing = ", ".join(f"{v:.0f} ms {k}" for k, v in step.items())
     if step:
+        timing = ", ".join(f"{v:.0f} ms {k}" for k, v in step.items())
         shape = (f"{segmentation.TRAIN_DEFAULTS['batch_size']} random "
                  f"{segmentation.CROP_SIZE}x{segmentation.CROP_SIZE} images")
         lines += [f"| machine speed | one training step ({shape}): {timing} |"]
