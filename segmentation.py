@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ MEAN = (0.485, 0.456, 0.406)          # ImageNet statistics, as the encoder was 
 STD = (0.229, 0.224, 0.225)
 DECODER_CHANNELS = (96, 48, 24, 16)    # decoder outputs at strides 16, 8, 4, 2
 TRAIN_DEFAULTS = dict(
-    epochs=24,                        # 24 beat 18 on two validation seeds (README)
+    steps=2000,                       # optimisation steps, whatever the data size (docs/EXPERIMENTS.md)
     batch_size=16,
     lr=1e-3,
     encoder_lr_scale=0.3,             # the pretrained encoder's learning rate, relative to lr
@@ -53,6 +53,8 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
+    frozen_layers=0,                  # encoder layers features[:n] kept fixed (4: up to stride 4)
+    reflection_prob=0.0,              # share of training images given a fake water reflection
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -151,14 +153,20 @@ class SegmentationData:
     """
 
     def __init__(self, root, image_size: int = IMAGE_SIZE,
-                 pairs: Optional[Sequence[Tuple[Path, Path, str]]] = None) -> None:
+                 pairs: Optional[Sequence[Tuple[Path, Path, str]]] = None,
+                 progress: Optional[Callable[[int, int], None]] = None) -> None:
         if pairs is None:
             pairs, problems = scan_pairs(root)
         else:
             problems = []
         self.pairs = list(pairs)
-        images, masks = [], []
-        for image_path, mask_path, _ in self.pairs:
+        # Filled in place: a list of arrays stacked at the end would need twice the memory.
+        n = len(self.pairs)
+        self.images = torch.empty((n, 3, image_size, image_size), dtype=torch.uint8)
+        self.masks = torch.empty((n, 1, image_size, image_size), dtype=torch.uint8)
+        for index, (image_path, mask_path, _) in enumerate(self.pairs):
+            if progress is not None:
+                progress(index, n)
             try:
                 image, mask = read_image(image_path), read_mask(mask_path)
             except DataError as error:
@@ -168,13 +176,11 @@ class SegmentationData:
                 problems.append(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its "
                                 f"image is {image.shape[1]}x{image.shape[0]}")
                 continue
-            images.append(_resize(image, image_size))
+            self.images[index] = torch.from_numpy(_resize(image, image_size)).permute(2, 0, 1)
             # Masks are resized softly and thresholded after augmentation: smoother edges.
-            masks.append(_resize(mask.astype(np.uint8) * 255, image_size))
+            self.masks[index, 0] = torch.from_numpy(_resize(mask.astype(np.uint8) * 255, image_size))
         if problems:
             raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
-        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        self.masks = torch.from_numpy(np.stack(masks))[:, None].contiguous()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -188,7 +194,8 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
+              reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -198,7 +205,7 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, reflection_prob)
                      for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
@@ -234,17 +241,53 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
     return low + (high - low) * torch.rand(1, generator=generator).item()
 
 
+def add_reflection(image: torch.Tensor, mask: torch.Tensor,
+                   generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The 3 x S x S image with a water reflection of its object painted below the object.
+
+    The object (mask > 0.5) is mirrored about its lowest row, darkened, tinted towards the
+    colours it falls on, rippled (rows shifted sideways by a sine) and blended in, fading with
+    depth. The mask is not changed: the reflection is background, as the ground truth of water
+    birds marks it, and this teaches the model to reject a mirrored copy under an object.
+    """
+    size = image.shape[-1]
+    rows = torch.nonzero(mask[0].amax(dim=1) > 0.5)[:, 0]
+    if len(rows) == 0 or int(rows[-1]) >= size - 8:  # no object, or no room below it
+        return image
+    bottom = int(rows[-1])
+    depth = min(size - 1 - bottom, bottom + 1)   # rows the mirror image can fill
+    source = torch.arange(bottom, bottom - depth, -1)          # row bottom-k lands on bottom+1+k
+    shift = _uniform(generator, 1.0, 4.0) * torch.sin(
+        torch.arange(depth) * (2 * math.pi / _uniform(generator, 6.0, 20.0)) + _uniform(generator, 0, 6.3))
+    columns = (torch.arange(size)[None] - shift.round().long()[:, None]).clamp(0, size - 1)
+    mirrored = image[:, source][:, torch.arange(depth)[:, None], columns]  # 3 x depth x S
+    alpha = mask[:, source][:, torch.arange(depth)[:, None], columns]
+    below = image[:, bottom + 1:bottom + 1 + depth]
+    tint = below.mean(dim=(1, 2), keepdim=True)
+    mirrored = (mirrored * _uniform(generator, 0.4, 0.9) + tint * _uniform(generator, 0.0, 0.4)).clamp(0, 1)
+    fade = 1 - torch.linspace(0, _uniform(generator, 0.0, 0.8), depth)[None, :, None]
+    alpha = alpha * fade * _uniform(generator, 0.5, 0.9)
+    image = image.clone()
+    image[:, bottom + 1:bottom + 1 + depth] = below * (1 - alpha) + mirrored * alpha
+    return image
+
+
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
                  out_size: Optional[int] = None,
-                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
+                 reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
+    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: a reflection now and then
+    (`reflection_prob`), crop, flip, colour.
 
     The result is `out_size` square (default S). A smaller `out_size` makes the crops show
     objects both smaller and larger than at S, around the scale `predict` uses.
     """
     size = image.shape[-1]
     out_size = out_size or size
+    # No random draw when reflections are off: the other augmentations stay as they were.
+    if reflection_prob > 0 and _uniform(generator, 0, 1) < reflection_prob:
+        image = add_reflection(image, mask, generator)
     # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
     area = _uniform(generator, min_crop_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
@@ -533,38 +576,59 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return loss.item()
 
 
+def freeze_layers(model: nn.Module, count: int) -> None:
+    """Fix the encoder's first `count` layers: no gradients, batch norm on its stored statistics.
+
+    The stride-2 and stride-4 layers see edges and textures that ImageNet taught them well;
+    not training them removes their share of the backward pass (detectron2's FREEZE_AT idea).
+    """
+    if count <= 0:
+        return
+    for layer in list(model.encoder.features)[:count]:
+        layer.eval()
+        for param in layer.parameters():
+            param.requires_grad_(False)
+
+
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
-        *, epochs: int = TRAIN_DEFAULTS["epochs"], batch_size: int = TRAIN_DEFAULTS["batch_size"],
+        *, steps: int = TRAIN_DEFAULTS["steps"], epochs: Optional[int] = None,
+        batch_size: int = TRAIN_DEFAULTS["batch_size"],
         lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
         warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
+        frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
+        reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
-    The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained encoder needs less).
-    Batches are augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images.
-    `time_budget` (seconds) stops training when the time is up and stretches the learning-rate
-    schedule over that time instead of over `epochs`. With `state_path`, the full training state
-    is saved after every epoch; `resume=True` continues from it, ending where an uninterrupted
-    run would have ended (on CPU, bit for bit).
+    The length is `steps` batches, so a larger folder takes as long, with fewer passes over it;
+    `epochs`, when given, asks for that many full passes instead. The encoder's learning rate
+    is `encoder_lr_scale * lr` (a pretrained encoder needs less); its first `frozen_layers`
+    layers are not trained. Batches are augmented `crop_size` windows cut from
+    `min_crop_area`-100% of the stored images. `time_budget` (seconds) stops training when the
+    time is up and stretches the learning-rate schedule over that time instead. With
+    `state_path`, the full training state is saved after every epoch; `resume=True` continues
+    from it, ending where an uninterrupted run would have ended (on CPU, bit for bit).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # channels_last: about 25% faster convolutions on CPU, and the layout GPUs prefer.
     model.to(device, memory_format=torch.channels_last)
     generator = seed_everything(seed)
-    encoder = list(model.encoder.parameters())
-    encoder_ids = {id(p) for p in encoder}
+    freeze_layers(model, frozen_layers)
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in encoder_ids]
     optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
                                    {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
     use_amp = bf16_autocast(device)
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch if epochs else steps
+    epochs = math.ceil(total_steps / steps_per_epoch)  # the last pass may stop part-way
     history: List[Dict[str, float]] = []
     start_epoch, elapsed_before = 0, 0.0
     saved = state_path is not None and Path(state_path).exists()
@@ -582,9 +646,10 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     start = time.time() - elapsed_before
     for epoch in range(start_epoch, epochs):
         model.train()
+        freeze_layers(model, frozen_layers)  # train() switched their batch norm back on
         order = torch.randperm(len(train_data), generator=generator).tolist()
         losses = []
-        for i in range(steps_per_epoch):
+        for i in range(min(steps_per_epoch, total_steps - epoch * steps_per_epoch)):
             step = epoch * steps_per_epoch + i
             progress = step / total_steps
             if time_budget:
@@ -593,22 +658,24 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,
-                                             min_crop_area=min_crop_area)
+                                             min_crop_area=min_crop_area,
+                                             reflection_prob=reflection_prob)
             images = images.to(device, memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
             if time_budget and time.time() - start >= time_budget:
                 break
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "time": time.time() - start}
+        record = {"epoch": epoch + 1, "steps": epoch * steps_per_epoch + len(losses),
+                  "loss": float(np.mean(losses)), "time": time.time() - start}
         if val_data is not None and len(val_data):
             record["val_iou"] = evaluate_batches(model, val_data, device)
         history.append(record)
         if verbose:
-            done = record["time"] / (epoch + 1) * epochs - record["time"]
+            done = record["time"] / record["steps"] * total_steps - record["time"]
             left = time_budget - record["time"] if time_budget else done
             val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
             of = "" if time_budget else f"/{epochs}"
-            print(f"epoch {epoch + 1:3d}{of}  loss {record['loss']:.4f}{val}  "
-                  f"{_format_time(record['time'])} elapsed, ~{_format_time(max(left, 0))} left",
+            print(f"epoch {epoch + 1:3d}{of}  step {record['steps']:5d}  loss {record['loss']:.4f}"
+                  f"{val}  {_format_time(record['time'])} elapsed, ~{_format_time(max(left, 0))} left",
                   flush=True)
         if state_path is not None:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -645,7 +712,42 @@ def _free_path(path: Path) -> Path:
     return candidate
 
 
-def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
+def estimate_step_seconds(model: nn.Module, batch_size: int, crop_size: int,
+                          frozen_layers: int, device: Optional[str] = None, steps: int = 2) -> float:
+    """Seconds one training step of `model` takes here, timed on a copy with random data."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
+    freeze_layers(probe, frozen_layers)
+    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-6)
+    generator = torch.Generator().manual_seed(0)  # leaves the global random state alone
+    images = torch.rand(batch_size, 3, crop_size, crop_size, generator=generator)
+    masks = (torch.rand(batch_size, 1, crop_size, crop_size, generator=generator) > 0.5).float()
+    images = images.to(device, memory_format=torch.channels_last)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up
+        start = time.perf_counter()
+        train_step(probe, optimizer, images, masks.to(device), bf16_autocast(device))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+class _LoadProgress:
+    """Prints how far loading a folder has got, every few seconds (a silent minute looks like a hang)."""
+
+    def __init__(self, log, every: float = 5.0) -> None:
+        self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if now - self.last >= self.every and done < total:
+            self.last = now
+            left = (now - self.start) / done * (total - done)
+            self.log(f"loading {done}/{total} images ({done / total:.0%}), "
+                     f"~{_format_time(left)} left", flush=True)
+
+
+def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
+                epochs: Optional[int] = None,
                 seed: int = TRAIN_DEFAULTS["seed"], encoder_weights="imagenet",
                 out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
                 val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
@@ -655,7 +757,8 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
                 **fit_options) -> UNet:
     """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
 
-    The defaults reproduce the shipped checkpoint. `encoder_weights`: "imagenet" (the
+    The defaults reproduce the shipped checkpoint. Training takes `steps` batches whatever the
+    folder's size (`epochs` asks for full passes instead). `encoder_weights`: "imagenet" (the
     SEGMENTATION_ENCODER_WEIGHTS file if set, else torchvision's), a path, or None (random).
     `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
@@ -673,19 +776,32 @@ def train_model(train_data_path, *, epochs: int = TRAIN_DEFAULTS["epochs"],
         log(f"{state_path} holds an interrupted run: resume=True (--resume) continues it; "
             "this run starts anew and replaces it")
     t0 = time.time()
-    data = SegmentationData(train_data_path, image_size)  # checks every file first
+    log(f"reading {train_data_path} ...", flush=True)
+    # Every file is checked first.
+    data = SegmentationData(train_data_path, image_size, progress=_LoadProgress(log))
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
     train_data = data.subset(train_indices)
     val_data = data.subset(val_indices) if val_indices else None
     window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
     log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
-        f"{image_size}x{image_size} in {time.time() - t0:.0f}s; training on {window}x{window} windows")
+        f"{image_size}x{image_size} in {_format_time(time.time() - t0)}; "
+        f"training on {window}x{window} windows")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
-    history = fit(model, train_data, val_data, epochs=epochs, seed=seed, device=device,
-                  crop_size=crop_size, state_path=state_path, resume=resume, verbose=verbose,
-                  **fit_options)
+    batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
+    total_steps = epochs * math.ceil(len(train_data) / batch_size) if epochs else steps
+    if verbose:
+        step_seconds = estimate_step_seconds(
+            model, batch_size, window, fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"]),
+            device)
+        log(f"{total_steps} steps of {batch_size} images "
+            f"({total_steps * batch_size / len(train_data):.1f} passes over the data); "
+            f"{step_seconds:.2f} s a step here: expect about "
+            f"{_format_time(total_steps * step_seconds * 1.1)}", flush=True)
+    history = fit(model, train_data, val_data, steps=steps, epochs=epochs, seed=seed,
+                  device=device, crop_size=crop_size, state_path=state_path, resume=resume,
+                  verbose=verbose, **fit_options)
     if history_path is not None:
         Path(history_path).write_text(json.dumps(history, indent=1))
     model.cpu().eval()
@@ -719,13 +835,15 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
     # Resize first: a huge photo never exists as a float array.
     small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
     x = normalize(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
-    model.eval()
+    # channels_last: the layout the CPU's convolution kernels run fastest on (and GPUs prefer);
+    # a no-op after the first call.
+    model.eval().to(memory_format=torch.channels_last)
     # Denormal numbers (tiny weights or activations) can make CPU inference 20x slower;
     # flushing them to zero changes no prediction measurably.
     torch.set_flush_denormal(True)
     device = next(model.parameters()).device
     with torch.no_grad():
-        x = x.to(device)
+        x = x.to(device, memory_format=torch.channels_last)
         if flip_tta:
             logits = model(torch.cat([x, x.flip(-1)]))
             logits = (logits[:1] + logits[1:].flip(-1)) / 2
@@ -735,6 +853,20 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
                                align_corners=False)
         prob = torch.sigmoid(logits)[0, 0]
     return prob.cpu().numpy().astype(np.float32)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The H x W x 3 photo with `mask` tinted green and its outline drawn in yellow."""
+    mask = np.asarray(mask, dtype=bool)
+    out = image.astype(np.float32)
+    out[mask] = 0.55 * out[mask] + 0.45 * np.array([0, 255, 0], np.float32)
+    inner = mask.copy()  # the mask shrunk by one pixel in each direction
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    out[mask & ~inner] = (255, 255, 0)
+    return out.round().astype(np.uint8)
 
 
 def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
@@ -759,7 +891,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train on DATA/{images,gt}/<class>/...")
     train.add_argument("data", help="training folder, e.g. public_data/train")
-    train.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
+    train.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"],
+                       help="optimisation steps (batches of %d), whatever the data size "
+                            "(default: %%(default)s)" % TRAIN_DEFAULTS["batch_size"])
+    train.add_argument("--epochs", type=int, default=None,
+                       help="train for this many passes over the data instead of --steps")
+    train.add_argument("--minutes", type=float, default=None,
+                       help="stop after this many minutes, the schedule fitted to them")
     train.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -773,18 +911,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pred.add_argument("image")
     pred.add_argument("--model", default=DEFAULT_CHECKPOINT)
     pred.add_argument("--out", help="write the binary mask here as PNG (default: IMAGE.mask.png)")
+    pred.add_argument("--overlay", action="store_true",
+                      help="also draw the mask over the photo (IMAGE.overlay.png, beside the mask)")
+    pred.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
             weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
-            train_model(args.data, epochs=args.epochs, seed=args.seed, encoder_weights=weights,
+            budget = args.minutes * 60 if args.minutes else None
+            train_model(args.data, steps=args.steps, epochs=args.epochs, time_budget=budget,
+                        seed=args.seed, encoder_weights=weights,
                         out_path=args.out, overwrite=args.overwrite, resume=args.resume,
                         val_fraction=args.val_fraction, device=args.device)
         else:
             prob = predict(load_model(args.model), args.image)
+            mask = prob > 0.5
             out = Path(args.out or Path(args.image).with_suffix(".mask.png"))
-            Image.fromarray((prob > 0.5).astype(np.uint8) * 255).save(out)
-            print(f"{out}: {prob.shape[1]}x{prob.shape[0]} mask, {(prob > 0.5).mean():.1%} object")
+            outputs = [(out, mask.astype(np.uint8) * 255)]
+            if args.overlay:
+                outputs.append((out.with_name(Path(args.image).stem + ".overlay.png"),
+                                overlay(read_image(args.image), mask)))
+            for path, array in outputs:
+                path = path if args.overwrite else _free_path(path)  # never replace silently
+                Image.fromarray(array).save(path)
+                print(f"{path}: {mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} object")
     except (DataError, FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

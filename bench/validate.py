@@ -65,7 +65,8 @@ def score(model, val_pairs, size: int) -> dict:
     ious = [v for values in per_class.values() for v in values]
     groups = {g: float(np.mean([v for c, vs in per_class.items() if c.startswith(g) for v in vs]))
               for g in sorted({c.split(".")[0] for c in per_class})}
-    return {"val_iou": float(np.mean(ious)), "val_images": len(ious), "by_source": groups}
+    return {"val_iou": float(np.mean(ious)), "val_images": len(ious), "by_source": groups,
+            "per_class": {c: float(np.mean(v)) for c, v in sorted(per_class.items())}}
 
 
 if __name__ == "__main__":
