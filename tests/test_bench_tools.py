@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import segmentation as seg
-from conftest import ROOT
+from conftest import ROOT, make_dataset
 
 sys.path.insert(0, str(ROOT / "bench"))
 import benchmark  # noqa: E402
@@ -69,8 +69,8 @@ def test_sweep_probability_with_predicts_views_is_predict(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_benchmark_records_the_machine_speed_yardstick():
-    step_ms = benchmark.training_step_ms(steps=1, warmup=0)
+def test_benchmark_records_the_fixed_yardstick():
+    step_ms = benchmark.reference_step_ms(steps=1, warmup=0)
     assert step_ms > 0
     record = {"quality": {"mean_iou": 0.8, "mean_iou_no_tta": 0.79, "share_below_0_5": 0.1,
                           "per_class": {"a": 0.8}, "per_class_no_tta": {"a": 0.79},
@@ -80,8 +80,31 @@ def test_benchmark_records_the_machine_speed_yardstick():
                         "predict_6000x4000_extra_peak_mb": 300.0},
               "peak_memory_mb": 1000.0, "checkpoint_mb": 9.2,
               "machine": {"cores": 2, "torch": "x", "processor": "y",
-                          "training_step_ms": {"before grading": step_ms}}}
-    row = [line for line in benchmark.markdown(record).splitlines() if "machine speed" in line]
+                          "reference_step_ms": {"before grading": step_ms}}}
+    row = [line for line in benchmark.markdown(record).splitlines() if "yardstick" in line]
     assert len(row) == 1 and row[0].endswith(f"): {step_ms:.0f} ms before grading |")
-    del record["machine"]["training_step_ms"]  # records made before the yardstick existed
-    assert "machine speed" not in benchmark.markdown(record)
+    del record["machine"]["reference_step_ms"]
+    assert "yardstick" not in benchmark.markdown(record)
+
+
+def test_recipe_speed_runs_the_recipe_asked_for(tmp_path, monkeypatch):
+    assert benchmark.parse_recipe("frozen_layers=0,reflection_prob=0.3") == {
+        "frozen_layers": 0, "reflection_prob": 0.3}
+    data = seg.SegmentationData(make_dataset(tmp_path / "train"), 48)
+    calls = []
+    real_fit = seg.fit
+    monkeypatch.setattr(seg, "fit", lambda *a, **k: calls.append(k) or real_fit(*a, **k))
+    assert benchmark.recipe_images_per_second(data, {"frozen_layers": 4}, steps=2) > 0
+    assert [c["steps"] for c in calls] == [1, 2]
+    assert all(c["frozen_layers"] == 4 and c["crop_size"] == seg.CROP_SIZE for c in calls)
+
+
+def test_scaled_folder_repeats_the_pairs_mirrored_and_cropped(tmp_path):
+    train = make_dataset(tmp_path / "train", classes=("a",), per_class=3)
+    folder = benchmark.build_scaled_folder(train, tmp_path / "big", 7)
+    pairs = seg.find_pairs(folder)
+    assert len(pairs) == 7
+    data = seg.SegmentationData(folder, 32)
+    assert len(data) == 7 and data.images.shape == (7, 3, 32, 32)
+    first, repeat = seg.read_mask(pairs[0][1]), seg.read_mask(pairs[3][1])
+    assert first.shape != repeat.shape or not np.array_equal(first, repeat)

@@ -159,3 +159,33 @@ def test_predict_huge_photo(model, tmp_path):
     Image.new("RGB", (6000, 4000), (90, 140, 200)).save(path)
     out = predict(model, path)
     assert out.shape == (4000, 6000) and out.dtype == np.float32
+
+
+def test_predict_command_draws_the_overlay_and_keeps_earlier_outputs(model, tmp_path, capsys):
+    rgb, _ = synthetic_pair(np.random.default_rng(2), 40, 60)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(rgb).save(photo)
+    checkpoint = tmp_path / "model.pth"
+    torch.save(model.state_dict(), checkpoint)
+    assert segmentation.main(["predict", str(photo), "--model", str(checkpoint), "--overlay"]) == 0
+    mask = np.asarray(Image.open(tmp_path / "photo.mask.png"))
+    drawn = np.asarray(Image.open(tmp_path / "photo.overlay.png"))
+    assert mask.shape == (40, 60) and set(np.unique(mask)) <= {0, 255}
+    assert drawn.shape == (40, 60, 3)
+    expected = segmentation.overlay(segmentation.read_image(photo), mask > 127)
+    np.testing.assert_array_equal(drawn, expected)
+    (tmp_path / "photo.mask.png").write_bytes(b"the user's file")
+    assert segmentation.main(["predict", str(photo), "--model", str(checkpoint), "--overlay"]) == 0
+    assert (tmp_path / "photo.mask.png").read_bytes() == b"the user's file"
+    assert (tmp_path / "photo.mask-1.png").exists() and (tmp_path / "photo.overlay-1.png").exists()
+    assert "photo.mask-1.png" in capsys.readouterr().out
+
+
+def test_overlay_tints_the_object_and_outlines_it():
+    image = np.full((9, 9, 3), 100, np.uint8)
+    mask = np.zeros((9, 9), bool)
+    mask[2:7, 2:7] = True
+    drawn = segmentation.overlay(image, mask)
+    assert (drawn[0, 0] == 100).all()                       # background untouched
+    assert tuple(drawn[2, 4]) == (255, 255, 0)              # the outline
+    assert drawn[4, 4, 1] > 100 and drawn[4, 4, 0] < 100    # inside: tinted green

@@ -141,3 +141,39 @@ def test_command_line_reports_bad_data_without_traceback(tmp_path, capsys):
     assert segmentation.main(["train", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "folder not found" in err and "Traceback" not in err
+
+
+def test_length_is_in_steps_whatever_the_data_size(data):
+    """The default schedule counts steps: twice the data is fewer passes, not a longer run."""
+    _, history = _fit(data, epochs=None, steps=5)
+    assert history[-1]["steps"] == 5 and len(history) == 2  # 4 batches a pass: 4 + 1
+    double = SegmentationData.__new__(SegmentationData)
+    double.pairs = data[0].pairs * 2
+    double.images, double.masks = data[0].images.repeat(2, 1, 1, 1), data[0].masks.repeat(2, 1, 1, 1)
+    _, history = _fit((double, data[1]), epochs=None, steps=5)
+    assert history[-1]["steps"] == 5 and len(history) == 1  # 8 batches a pass
+    _, history = _fit(data, epochs=2)  # epochs still asks for whole passes
+    assert [h["steps"] for h in history] == [4, 8]
+
+
+def test_frozen_layers_do_not_change(data):
+    torch.manual_seed(0)
+    before = get_model()
+    model, _ = _fit(data, frozen_layers=4)
+    after, start = model.encoder.features, before.encoder.features
+    for i in range(4):  # weights and batch-norm statistics both kept
+        for (key, a), b in zip(start[i].state_dict().items(), after[i].state_dict().values()):
+            assert torch.equal(a, b), (i, key)
+    assert not torch.equal(start[4].state_dict()["conv.0.0.weight"],
+                           after[4].state_dict()["conv.0.0.weight"])
+
+
+def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys):
+    data = make_dataset(tmp_path / "train", per_class=3)
+    train_model(data, steps=2, encoder_weights=None, out_path=None, image_size=SIZE)
+    printed = capsys.readouterr().out.splitlines()
+    loaded = next(i for i, line in enumerate(printed) if line.startswith("loaded 6 training"))
+    plan = next(i for i, line in enumerate(printed) if line.startswith("2 steps of 16 images"))
+    first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
+    assert loaded < plan < first_epoch
+    assert "expect about" in printed[plan]
