@@ -1,0 +1,63 @@
+"""Two checkpoints side by side on one test class's worst frames: a before/after picture.
+
+    python bench/before_after.py OLD.pth NEW.pth --data ../shared/data/public_data \
+        --class davis.mallard-water --figure docs/water-before-after.png
+
+The frames shown are the `--rows` on which the worse of the two models scores lowest, in name
+order. Colours as in bench/diagnose.py: right in green, predicted but not true in red, true but
+missed in blue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import segmentation as seg  # noqa: E402
+from diagnose import overlay  # noqa: E402
+from run_tests import _files, find_test_folders  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--class", dest="cls", required=True)
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--figure", required=True)
+    args = parser.parse_args()
+    images_dir, gt_dir = find_test_folders(args.data)
+    images = _files(images_dir, seg.IMAGE_SUFFIXES, [args.cls])
+    models = [seg.load_model(args.before), seg.load_model(args.after)]
+    frames = []
+    for key, path in images.items():
+        truth = seg.read_mask(gt_dir / key.with_suffix(".png"))
+        preds = [seg.predict(model, path) > 0.5 for model in models]
+        frames.append((min(seg.iou_score(p, truth) for p in preds), key, path, truth, preds))
+    means = [np.mean([seg.iou_score(f[4][i], f[3]) for f in frames]) for i in range(2)]
+    worst = sorted(sorted(frames, key=lambda f: f[0])[:args.rows], key=lambda f: str(f[1]))
+    fig, axes = plt.subplots(len(worst), 2, figsize=(9, 2.7 * len(worst)), squeeze=False)
+    for row, (_, key, path, truth, preds) in zip(axes, worst):
+        image = seg.read_image(path)
+        for ax, pred, name, mean in zip(row, preds, (args.before, args.after), means):
+            ax.imshow(overlay(image, pred, truth))
+            ax.set_title(f"{Path(name).parent.name or Path(name).stem}: {key.name} "
+                         f"IoU {seg.iou_score(pred, truth):.2f} (class {mean:.3f})", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figure, dpi=80)
+    print(f"{args.figure}: {args.cls}, class IoU {means[0]:.4f} before, {means[1]:.4f} after")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
