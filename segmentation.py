@@ -54,7 +54,6 @@ TRAIN_DEFAULTS = dict(
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
     frozen_layers=4,                  # encoder layers up to stride 4 kept fixed: 1.3x faster steps
-    reflection_prob=0.0,              # share of training images given a fake water reflection
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -141,7 +140,7 @@ def find_pairs(root) -> List[Tuple[Path, Path, str]]:
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:
     """Squash an H x W (x C) uint8 array to size x size (PIL's antialiased bilinear)."""
-    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
+    return np.array(Image.fromarray(array).resize((size, size), Image.BILINEAR))
 
 
 class SegmentationData:
@@ -194,8 +193,7 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-              reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -205,7 +203,7 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, reflection_prob)
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
                      for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
@@ -241,53 +239,17 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
     return low + (high - low) * torch.rand(1, generator=generator).item()
 
 
-def add_reflection(image: torch.Tensor, mask: torch.Tensor,
-                   generator: Optional[torch.Generator]) -> torch.Tensor:
-    """The 3 x S x S image with a water reflection of its object painted below the object.
-
-    The object (mask > 0.5) is mirrored about its lowest row, darkened, tinted towards the
-    colours it falls on, rippled (rows shifted sideways by a sine) and blended in, fading with
-    depth. The mask is not changed: the reflection is background, as the ground truth of water
-    birds marks it, and this teaches the model to reject a mirrored copy under an object.
-    """
-    size = image.shape[-1]
-    rows = torch.nonzero(mask[0].amax(dim=1) > 0.5)[:, 0]
-    if len(rows) == 0 or int(rows[-1]) >= size - 8:  # no object, or no room below it
-        return image
-    bottom = int(rows[-1])
-    depth = min(size - 1 - bottom, bottom + 1)   # rows the mirror image can fill
-    source = torch.arange(bottom, bottom - depth, -1)          # row bottom-k lands on bottom+1+k
-    shift = _uniform(generator, 1.0, 4.0) * torch.sin(
-        torch.arange(depth) * (2 * math.pi / _uniform(generator, 6.0, 20.0)) + _uniform(generator, 0, 6.3))
-    columns = (torch.arange(size)[None] - shift.round().long()[:, None]).clamp(0, size - 1)
-    mirrored = image[:, source][:, torch.arange(depth)[:, None], columns]  # 3 x depth x S
-    alpha = mask[:, source][:, torch.arange(depth)[:, None], columns]
-    below = image[:, bottom + 1:bottom + 1 + depth]
-    tint = below.mean(dim=(1, 2), keepdim=True)
-    mirrored = (mirrored * _uniform(generator, 0.4, 0.9) + tint * _uniform(generator, 0.0, 0.4)).clamp(0, 1)
-    fade = 1 - torch.linspace(0, _uniform(generator, 0.0, 0.8), depth)[None, :, None]
-    alpha = alpha * fade * _uniform(generator, 0.5, 0.9)
-    image = image.clone()
-    image[:, bottom + 1:bottom + 1 + depth] = below * (1 - alpha) + mirrored * alpha
-    return image
-
-
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
                  out_size: Optional[int] = None,
-                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-                 reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
+                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: a reflection now and then
-    (`reflection_prob`), crop, flip, colour.
+    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
 
     The result is `out_size` square (default S). A smaller `out_size` makes the crops show
     objects both smaller and larger than at S, around the scale `predict` uses.
     """
     size = image.shape[-1]
     out_size = out_size or size
-    # No random draw when reflections are off: the other augmentations stay as they were.
-    if reflection_prob > 0 and _uniform(generator, 0, 1) < reflection_prob:
-        image = add_reflection(image, mask, generator)
     # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
     area = _uniform(generator, min_crop_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
@@ -599,7 +561,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
         frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
-        reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
@@ -658,8 +619,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=crop_size,
-                                             min_crop_area=min_crop_area,
-                                             reflection_prob=reflection_prob)
+                                             min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
             if time_budget and time.time() - start >= time_budget:

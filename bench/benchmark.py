@@ -254,7 +254,7 @@ def markdown(record: dict) -> str:
 
 
 def parse_recipe(text: str) -> dict:
-    """'frozen_layers=0,reflection_prob=0' -> {'frozen_layers': 0, 'reflection_prob': 0}."""
+    """'frozen_layers=0,min_crop_area=0.5' -> {'frozen_layers': 0, 'min_crop_area': 0.5}."""
     return {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in text.split(","))}
 
 

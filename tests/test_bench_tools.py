@@ -88,8 +88,8 @@ def test_benchmark_records_the_fixed_yardstick():
 
 
 def test_recipe_speed_runs_the_recipe_asked_for(tmp_path, monkeypatch):
-    assert benchmark.parse_recipe("frozen_layers=0,reflection_prob=0.3") == {
-        "frozen_layers": 0, "reflection_prob": 0.3}
+    assert benchmark.parse_recipe("frozen_layers=0,min_crop_area=0.5") == {
+        "frozen_layers": 0, "min_crop_area": 0.5}
     data = seg.SegmentationData(make_dataset(tmp_path / "train"), 48)
     calls = []
     real_fit = seg.fit
