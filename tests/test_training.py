@@ -173,7 +173,7 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
     train_model(data, steps=2, encoder_weights=None, out_path=None, image_size=SIZE)
     printed = capsys.readouterr().out.splitlines()
     loaded = next(i for i, line in enumerate(printed) if line.startswith("loaded 6 training"))
-    plan = next(i for i, line in enumerate(printed) if line.startswith("2 steps of 16 images"))
+    plan = next(i for i, line in enumerate(printed) if line.startswith("training 2 steps"))
     first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
     assert loaded < plan < first_epoch
-    assert "expect about" in printed[plan]
+    assert "expect about" in printed[plan] and "a step of 16 images takes" in printed[plan]
