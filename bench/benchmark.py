@@ -207,7 +207,7 @@ def with_denormals(model):
 def markdown(record: dict) -> str:
     q = record["quality"]
     m = record["machine"]
-    lines = [f"| | |", "|---|---|",
+    lines = ["| | |", "|---|---|",
              f"| mean IoU (flip TTA, as shipped) | **{q['mean_iou']:.4f}** (marks {marks_for(q['mean_iou'])}/10) |",
              f"| mean IoU without TTA | {q['mean_iou_no_tta']:.4f} |",
              f"| images below IoU 0.5 | {q['share_below_0_5']:.1%} |"]
