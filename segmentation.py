@@ -54,6 +54,8 @@ TRAIN_DEFAULTS = dict(
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
     frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4; lost on test, EXPERIMENTS)
+    early_crop_size=0,                # >0: the first early_fraction of steps on these smaller windows
+    early_fraction=0.5,               # (progressive resizing: cheaper steps while the model is rough)
 )
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
@@ -561,6 +563,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
         frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
+        early_crop_size: int = TRAIN_DEFAULTS["early_crop_size"],
+        early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
@@ -570,7 +574,9 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     `epochs`, when given, asks for that many full passes instead. The encoder's learning rate
     is `encoder_lr_scale * lr` (a pretrained encoder needs less); its first `frozen_layers`
     layers are not trained. Batches are augmented `crop_size` windows cut from
-    `min_crop_area`-100% of the stored images. `time_budget` (seconds) stops training when the
+    `min_crop_area`-100% of the stored images; with `early_crop_size`, the first
+    `early_fraction` of training uses windows of that size instead (same view, fewer pixels:
+    progressive resizing, as fast.ai does it). `time_budget` (seconds) stops training when the
     time is up and stretches the learning-rate schedule over that time instead. With
     `state_path`, the full training state is saved after every epoch; `resume=True` continues
     from it, ending where an uninterrupted run would have ended (on CPU, bit for bit).
@@ -617,8 +623,9 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 progress = max(progress, (time.time() - start) / time_budget)
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
+            window = early_crop_size if early_crop_size and progress < early_fraction else crop_size
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
-                                             generator, augment=True, crop_size=crop_size,
+                                             generator, augment=True, crop_size=window,
                                              min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
@@ -752,9 +759,13 @@ def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
     batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
     total_steps = epochs * math.ceil(len(train_data) / batch_size) if epochs else steps
     if verbose:
-        step_seconds = estimate_step_seconds(
-            model, batch_size, window, fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"]),
-            device)
+        frozen = fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"])
+        step_seconds = estimate_step_seconds(model, batch_size, window, frozen, device)
+        early = min(fit_options.get("early_crop_size", TRAIN_DEFAULTS["early_crop_size"]), image_size)
+        if early:  # the schedule's average step
+            fraction = fit_options.get("early_fraction", TRAIN_DEFAULTS["early_fraction"])
+            step_seconds = (fraction * estimate_step_seconds(model, batch_size, early, frozen, device)
+                            + (1 - fraction) * step_seconds)
         budget = fit_options.get("time_budget")
         if budget:  # the clock decides the length
             plan = f"for {_format_time(budget)}, about {budget / step_seconds / 1.1:.0f} steps"

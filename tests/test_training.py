@@ -168,6 +168,22 @@ def test_frozen_layers_do_not_change(data):
                            after[4].state_dict()["conv.0.0.weight"])
 
 
+def test_early_steps_train_on_smaller_windows(data, monkeypatch):
+    """Progressive resizing: the first early_fraction of the steps uses early_crop_size windows."""
+    windows = []
+    batch = SegmentationData.batch
+
+    def recording_batch(self, indices, generator=None, augment=False, crop_size=None, **kwargs):
+        images, masks = batch(self, indices, generator, augment, crop_size, **kwargs)
+        if augment:  # training batches, not the validation pass
+            windows.append(images.shape[-1])
+        return images, masks
+
+    monkeypatch.setattr(SegmentationData, "batch", recording_batch)
+    _fit(data, epochs=None, steps=6, crop_size=48, early_crop_size=32, early_fraction=0.5)
+    assert windows == [32, 32, 32, 48, 48, 48]
+
+
 def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys):
     data = make_dataset(tmp_path / "train", per_class=3)
     train_model(data, steps=2, encoder_weights=None, out_path=None, image_size=SIZE)
