@@ -10,6 +10,7 @@ torchvision's plain MobileNetV2 classifier on 16 random 224x224 images. Training
 by it compares recipes across days and machines, and `predict` is timed against a bare
 classifier forward pass in the same run.
 
+    --recipe K=V,K=V         train this recipe (train_model options over the defaults) instead
     --recipes K=V,K=V ...    also train each recipe (train_model options) --speed-steps steps on
                              the --train data, alternating with the defaults, for images/s
     --scale N                also build an N-pair training folder (the --train pairs repeated,
@@ -268,6 +269,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=segmentation.TRAIN_DEFAULTS["seed"])
     parser.add_argument("--no-train", action="store_true",
                         help="with --train: use it only for --recipes and --scale")
+    parser.add_argument("--recipe", type=parse_recipe, default={}, metavar="K=V,K=V",
+                        help="with --train: train these options over the defaults")
     parser.add_argument("--recipes", nargs="*", default=[], metavar="K=V,K=V",
                         help="time these recipes' training speed beside the defaults")
     parser.add_argument("--speed-steps", type=int, default=30)
@@ -281,19 +284,19 @@ def main() -> int:
     reference = {"before training" if train else "before grading": reference_step_ms()}
     if train:
         start = time.time()
-        segmentation.train_model(args.train, seed=args.seed, out_path=args.checkpoint,
-                                 overwrite=True, history_path=out / "history.json")
+        recipe = {**segmentation.TRAIN_DEFAULTS, **args.recipe, "seed": args.seed}
+        segmentation.train_model(args.train, out_path=args.checkpoint, overwrite=True,
+                                 history_path=out / "history.json", **args.recipe, seed=args.seed)
         seconds = time.time() - start
-        steps = segmentation.TRAIN_DEFAULTS["steps"]
-        ips = steps * segmentation.TRAIN_DEFAULTS["batch_size"] / seconds
+        steps = recipe["steps"]
+        ips = steps * recipe["batch_size"] / seconds
         reference["after training"] = reference_step_ms()
         record["training"] = {"seconds": seconds, "steps": steps, "seed": args.seed,
                               "images": len(segmentation.find_pairs(args.train)),
                               "images_per_second": ips,
                               "images_per_yardstick_step": ips * np.mean(list(reference.values())) / 1000,
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
-        record["recipe"] = {**segmentation.TRAIN_DEFAULTS, "seed": args.seed,
-                            "predict_size": segmentation.IMAGE_SIZE}
+        record["recipe"] = {**recipe, "predict_size": segmentation.IMAGE_SIZE}
     if args.recipes:
         data = segmentation.SegmentationData(args.train)
         recipes = {"defaults": {}, **{text: parse_recipe(text) for text in args.recipes}}
