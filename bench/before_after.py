@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--class", dest="cls", required=True)
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--figure", required=True)
+    parser.add_argument("--labels", nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="titles for the two columns (default: the checkpoints' names)")
     args = parser.parse_args()
     images_dir, gt_dir = find_test_folders(args.data)
     images = _files(images_dir, seg.IMAGE_SUFFIXES, [args.cls])
@@ -47,9 +49,10 @@ def main() -> int:
     fig, axes = plt.subplots(len(worst), 2, figsize=(9, 2.7 * len(worst)), squeeze=False)
     for row, (_, key, path, truth, preds) in zip(axes, worst):
         image = seg.read_image(path)
-        for ax, pred, name, mean in zip(row, preds, (args.before, args.after), means):
+        labels = args.labels or [Path(p).parent.name or Path(p).stem for p in (args.before, args.after)]
+        for ax, pred, name, mean in zip(row, preds, labels, means):
             ax.imshow(overlay(image, pred, truth))
-            ax.set_title(f"{Path(name).parent.name or Path(name).stem}: {key.name} "
+            ax.set_title(f"{name}: {key.name} "
                          f"IoU {seg.iou_score(pred, truth):.2f} (class {mean:.3f})", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
