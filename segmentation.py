@@ -603,6 +603,16 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch if epochs else steps
     epochs = math.ceil(total_steps / steps_per_epoch)  # the last pass may stop part-way
+
+    def window_at(progress: float) -> int:
+        """The training window at `progress` (0-1): smaller early on with `early_crop_size`."""
+        return early_crop_size if early_crop_size and progress < early_fraction else crop_size
+
+    def work(n: int) -> int:
+        """The cost of the first n steps, a step costing its window's pixel count (time left)."""
+        early = min(n, math.ceil(early_fraction * total_steps)) if early_crop_size else 0
+        return early * early_crop_size ** 2 + (n - early) * crop_size ** 2
+
     history: List[Dict[str, float]] = []
     start_epoch, elapsed_before = 0, 0.0
     saved = state_path is not None and Path(state_path).exists()
@@ -630,9 +640,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 progress = max(progress, (time.time() - start) / time_budget)
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
-            window = early_crop_size if early_crop_size and progress < early_fraction else crop_size
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
-                                             generator, augment=True, crop_size=window,
+                                             generator, augment=True, crop_size=window_at(progress),
                                              min_crop_area=min_crop_area)
             images = images.to(device, memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
@@ -644,10 +653,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             record["val_iou"] = evaluate_batches(model, val_data, device)
         history.append(record)
         if verbose:
-            # A step costs about its window's pixel count: smaller early windows finish sooner.
-            work = [early_crop_size ** 2 if early_crop_size and s / total_steps < early_fraction
-                    else crop_size ** 2 for s in range(total_steps)]
-            done = record["time"] / sum(work[:record["steps"]]) * sum(work[record["steps"]:])
+            done = record["time"] / work(record["steps"]) * (work(total_steps) - work(record["steps"]))
             left = time_budget - record["time"] if time_budget else done
             val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
             of = "" if time_budget else f"/{epochs}"

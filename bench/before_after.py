@@ -46,10 +46,10 @@ def main() -> int:
         frames.append((min(seg.iou_score(p, truth) for p in preds), key, path, truth, preds))
     means = [np.mean([seg.iou_score(f[4][i], f[3]) for f in frames]) for i in range(2)]
     worst = sorted(sorted(frames, key=lambda f: f[0])[:args.rows], key=lambda f: str(f[1]))
+    labels = args.labels or [Path(p).parent.name or Path(p).stem for p in (args.before, args.after)]
     fig, axes = plt.subplots(len(worst), 2, figsize=(9, 2.7 * len(worst)), squeeze=False)
     for row, (_, key, path, truth, preds) in zip(axes, worst):
         image = seg.read_image(path)
-        labels = args.labels or [Path(p).parent.name or Path(p).stem for p in (args.before, args.after)]
         for ax, pred, name, mean in zip(row, preds, labels, means):
             ax.imshow(overlay(image, pred, truth))
             ax.set_title(f"{name}: {key.name} "

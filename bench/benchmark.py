@@ -284,9 +284,10 @@ def main() -> int:
     reference = {"before training" if train else "before grading": reference_step_ms()}
     if train:
         start = time.time()
-        recipe = {**segmentation.TRAIN_DEFAULTS, **args.recipe, "seed": args.seed}
+        options = {**args.recipe, "seed": args.seed}
+        recipe = {**segmentation.TRAIN_DEFAULTS, **options}
         segmentation.train_model(args.train, out_path=args.checkpoint, overwrite=True,
-                                 history_path=out / "history.json", **args.recipe, seed=args.seed)
+                                 history_path=out / "history.json", **options)
         seconds = time.time() - start
         steps = recipe["steps"]
         ips = steps * recipe["batch_size"] / seconds
