@@ -56,6 +56,7 @@ TRAIN_DEFAULTS = dict(
     frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4, no backward through them)
     early_crop_size=0,                # >0: the first early_fraction of steps on these smaller windows
     early_fraction=0.5,               # (progressive resizing: cheaper steps while the model is rough)
+    reflection_prob=0.0,              # share of training images given a fake water reflection
 )
 # `train --fast`: a frozen stem and progressive resizing train 1.65x as many images a second,
 # so its 2,200 steps take about 2/3 of the defaults' time. It beat the defaults at equal time on
@@ -199,7 +200,8 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
+              reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
 
@@ -209,7 +211,7 @@ class SegmentationData:
         masks = self.masks[list(indices)].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area)
+            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, reflection_prob)
                      for i, m in zip(images, masks)]
             images = torch.stack([p[0] for p in pairs])
             masks = torch.stack([p[1] for p in pairs])
@@ -245,17 +247,53 @@ def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> f
     return low + (high - low) * torch.rand(1, generator=generator).item()
 
 
+def add_reflection(image: torch.Tensor, mask: torch.Tensor,
+                   generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The 3 x S x S image with a water reflection of its object painted below the object.
+
+    The object (mask > 0.5) is mirrored about its lowest row, darkened, tinted towards the
+    colours it falls on, rippled (rows shifted sideways by a sine) and blended in, fading with
+    depth. The mask is not changed: the reflection is background, as the ground truth of water
+    birds marks it, and this teaches the model to reject a mirrored copy under an object.
+    """
+    size = image.shape[-1]
+    rows = torch.nonzero(mask[0].amax(dim=1) > 0.5)[:, 0]
+    if len(rows) == 0 or int(rows[-1]) >= size - 8:  # no object, or no room below it
+        return image
+    bottom = int(rows[-1])
+    depth = min(size - 1 - bottom, bottom + 1)   # rows the mirror image can fill
+    source = torch.arange(bottom, bottom - depth, -1)          # row bottom-k lands on bottom+1+k
+    shift = _uniform(generator, 1.0, 4.0) * torch.sin(
+        torch.arange(depth) * (2 * math.pi / _uniform(generator, 6.0, 20.0)) + _uniform(generator, 0, 6.3))
+    columns = (torch.arange(size)[None] - shift.round().long()[:, None]).clamp(0, size - 1)
+    mirrored = image[:, source][:, torch.arange(depth)[:, None], columns]  # 3 x depth x S
+    alpha = mask[:, source][:, torch.arange(depth)[:, None], columns]
+    below = image[:, bottom + 1:bottom + 1 + depth]
+    tint = below.mean(dim=(1, 2), keepdim=True)
+    mirrored = (mirrored * _uniform(generator, 0.4, 0.9) + tint * _uniform(generator, 0.0, 0.4)).clamp(0, 1)
+    fade = 1 - torch.linspace(0, _uniform(generator, 0.0, 0.8), depth)[None, :, None]
+    alpha = alpha * fade * _uniform(generator, 0.5, 0.9)
+    image = image.clone()
+    image[:, bottom + 1:bottom + 1 + depth] = below * (1 - alpha) + mirrored * alpha
+    return image
+
+
 def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
                  out_size: Optional[int] = None,
-                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
+                 reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: crop, flip, colour.
+    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: a reflection now and then
+    (`reflection_prob`), crop, flip, colour.
 
     The result is `out_size` square (default S). A smaller `out_size` makes the crops show
     objects both smaller and larger than at S, around the scale `predict` uses.
     """
     size = image.shape[-1]
     out_size = out_size or size
+    # No random draw when reflections are off: the other augmentations stay as they were.
+    if reflection_prob > 0 and _uniform(generator, 0, 1) < reflection_prob:
+        image = add_reflection(image, mask, generator)
     # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
     area = _uniform(generator, min_crop_area, 1.0)
     ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
@@ -572,6 +610,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
         early_crop_size: int = TRAIN_DEFAULTS["early_crop_size"],
         early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
+        reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
         ) -> List[Dict[str, float]]:
@@ -642,7 +681,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=window_at(progress),
-                                             min_crop_area=min_crop_area)
+                                             min_crop_area=min_crop_area,
+                                             reflection_prob=reflection_prob)
             images = images.to(device, memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
             if time_budget and time.time() - start >= time_budget:
@@ -890,6 +930,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train.add_argument("--fast", action="store_true",
                        help="the fast recipe: frozen stem, smaller early windows, about 2/3 of the "
                             "time (lower IoU in our tests)")
+    train.add_argument("--reflections", type=float, default=TRAIN_DEFAULTS["reflection_prob"],
+                       metavar="P", help="give this share of training images a fake water "
+                                         "reflection of their object, labelled background "
+                                         "(e.g. 0.3; default %(default)s)")
     train.add_argument("--epochs", type=int, default=None,
                        help="train for this many passes over the data instead of --steps")
     train.add_argument("--minutes", type=float, default=None,
@@ -918,6 +962,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             recipe = dict(FAST_RECIPE) if args.fast else {"steps": TRAIN_DEFAULTS["steps"]}
             if args.steps is not None or budget:  # a time budget sets the length itself
                 recipe["steps"] = args.steps or 10**9
+            if args.reflections:
+                recipe["reflection_prob"] = args.reflections
             train_model(args.data, **recipe, epochs=args.epochs, time_budget=budget,
                         seed=args.seed, encoder_weights=weights,
                         out_path=args.out, overwrite=args.overwrite, resume=args.resume,

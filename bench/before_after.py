@@ -3,6 +3,8 @@
     python bench/before_after.py OLD.pth NEW.pth --data ../shared/data/public_data \
         --class davis.mallard-water --figure docs/water-before-after.png
 
+--data is a folder with test/{images,gt} (as run_tests.py takes) or a split's {images,gt} itself.
+
 The frames shown are the `--rows` on which the worse of the two models scores lowest, in name
 order. Colours as in bench/diagnose.py: right in green, predicted but not true in red, true but
 missed in blue.
@@ -36,7 +38,10 @@ def main() -> int:
     parser.add_argument("--labels", nargs=2, metavar=("BEFORE", "AFTER"),
                         help="titles for the two columns (default: the checkpoints' names)")
     args = parser.parse_args()
-    images_dir, gt_dir = find_test_folders(args.data)
+    data = Path(args.data)
+    # A split folder itself (e.g. train/, for a class held out of training) or a test layout.
+    is_split = (data / "images").is_dir() and (data / "gt").is_dir()
+    images_dir, gt_dir = (data / "images", data / "gt") if is_split else find_test_folders(data)
     images = _files(images_dir, seg.IMAGE_SUFFIXES, [args.cls])
     models = [seg.load_model(args.before), seg.load_model(args.after)]
     frames = []

@@ -6,6 +6,8 @@ Trains with train_model's defaults overridden by --set (any train_model/fit keyw
 encoder_lr_scale=0.3 or crop_size=192) on all but the last 15% of each training class, then
 scores the held-out 15% the grader's way (full-resolution masks, threshold 0.5, IoU per image),
 with predict() at each --predict-sizes size. The model is kept as NAME.pth for later sweeps.
+With --hold-out CLASS ..., those classes leave training altogether (a whole video unseen, as a
+new scene is) and are scored on all their frames under "held_out".
 Writes bench/results/validation/NAME.json; the README's results section collects them.
 """
 
@@ -15,6 +17,7 @@ import argparse
 import ast
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,28 +35,54 @@ def main() -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--predict-sizes", type=int, nargs="*", default=None,
                         help="score predict() at each of these sizes (default: image_size)")
+    parser.add_argument("--hold-out", nargs="*", default=[], metavar="CLASS",
+                        help="classes kept out of training and scored on all their images")
     parser.add_argument("--out", default="bench/results/validation")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    model = seg.train_model(args.train, val_fraction=args.val_fraction, out_path=None,
-                            history_path=out / f"{args.name}.history.json", **options)
-    minutes = (time.time() - start) / 60
+    all_pairs = seg.find_pairs(args.train)
+    held_out = [p for p in all_pairs if p[2] in args.hold_out]
+    missing = set(args.hold_out) - {p[2] for p in held_out}
+    if missing:
+        parser.error(f"no class {', '.join(sorted(missing))} in {args.train}")
+    with tempfile.TemporaryDirectory() as folder:
+        train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
+        start = time.time()
+        model = seg.train_model(train_root, val_fraction=args.val_fraction, out_path=None,
+                                history_path=out / f"{args.name}.history.json", **options)
+        minutes = (time.time() - start) / 60
+        pairs = seg.find_pairs(train_root)
+        # Real paths: the linked tree goes when this block ends.
+        val_pairs = [(i.resolve(), m.resolve(), c)
+                     for i, m, c in (pairs[k] for k in seg.split_indices(pairs, args.val_fraction)[1])]
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
-    pairs = seg.find_pairs(args.train)
-    val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
-    record = {"name": args.name, "options": options, "train_minutes": minutes}
+    record = {"name": args.name, "options": options, "hold_out": args.hold_out,
+              "train_minutes": minutes}
     for size in sizes:
         scores = score(model, val_pairs, size)
+        if held_out:
+            scores["held_out"] = score(model, held_out, size)["per_class"]
         record[f"predict_{size}"] = scores
         print(size, json.dumps(scores), flush=True)
     record.update(record[f"predict_{sizes[0]}"])
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
     return 0
+
+
+def without_classes(root: Path, classes: list, folder: Path) -> Path:
+    """`root` as a tree of links in `folder`, less the given classes (no image is copied)."""
+    if not classes:
+        return root
+    for part in ("images", "gt"):
+        (folder / part).mkdir()
+        for class_dir in sorted((root / part).iterdir()):
+            if class_dir.name not in classes:
+                (folder / part / class_dir.name).symlink_to(class_dir.resolve())
+    return folder
 
 
 def score(model, val_pairs, size: int) -> dict:

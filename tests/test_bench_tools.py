@@ -3,6 +3,7 @@ and views, the benchmark's speed yardstick and record."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -16,6 +17,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import benchmark  # noqa: E402
 import diagnose  # noqa: E402
 import sweep_predict  # noqa: E402
+import validate  # noqa: E402
 
 
 def _square(mask: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
@@ -108,3 +110,25 @@ def test_scaled_folder_repeats_the_pairs_mirrored_and_cropped(tmp_path):
     assert len(data) == 7 and data.images.shape == (7, 3, 32, 32)
     first, repeat = seg.read_mask(pairs[0][1]), seg.read_mask(pairs[3][1])
     assert first.shape != repeat.shape or not np.array_equal(first, repeat)
+
+
+def test_held_out_classes_leave_training_and_are_scored_apart(tmp_path, monkeypatch):
+    train = make_dataset(tmp_path / "train", classes=("a", "b", "water"), per_class=4)
+    seen = []
+    real_train = seg.train_model
+
+    def recording_train(root, **options):
+        seen.extend(p[2] for p in seg.find_pairs(root))
+        return real_train(root, **options)
+
+    monkeypatch.setattr(seg, "train_model", recording_train)
+    monkeypatch.setattr(sys, "argv", ["validate.py", "H", "--train", str(train), "--hold-out",
+                                      "water", "--set", "steps=1", "batch_size=2",
+                                      "image_size=32", "crop_size=32", "encoder_weights=None",
+                                      "--out", str(tmp_path)])
+    assert validate.main() == 0
+    assert "water" not in seen and {"a", "b"} <= set(seen)
+    record = json.loads((tmp_path / "H.json").read_text())
+    assert list(record["held_out"]) == ["water"]
+    assert "water" not in record["per_class"]
+    assert (train / "images" / "water").is_dir()  # the data itself is untouched

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import make_dataset
-from segmentation import (DataError, SegmentationData, augment_pair, find_pairs,
+from segmentation import (DataError, SegmentationData, add_reflection, augment_pair, find_pairs,
                           read_image, read_mask, split_indices)
 
 
@@ -133,4 +133,20 @@ def test_loading_reports_progress(tiny_data):
     seen = []
     data = SegmentationData(tiny_data, 32, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, len(data)) for i in range(len(data))]
+
+
+def test_reflection_is_painted_below_the_object_and_labelled_background():
+    image = torch.full((3, 64, 64), 0.2)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 10:30, 20:40] = 1
+    image[:, 10:30, 20:40] = 0.9  # a bright object over a dark background
+    reflected = add_reflection(image, mask, torch.Generator().manual_seed(0))
+    assert torch.equal(reflected[:, :30], image[:, :30])          # object and above: untouched
+    below = reflected[:, 30:50, 20:40] - image[:, 30:50, 20:40]
+    assert below.mean() > 0.05                                     # a brighter mirror image below
+    assert torch.equal(reflected[:, 30:, :10], image[:, 30:, :10])  # nowhere near it: untouched
+    touching = torch.zeros(1, 64, 64)
+    touching[:, 40:, 20:40] = 1                                    # no room below the object
+    assert torch.equal(add_reflection(image, touching, torch.Generator()), image)
+    assert torch.equal(add_reflection(image, torch.zeros(1, 64, 64), torch.Generator()), image)
 

@@ -196,13 +196,16 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
 
 
 def test_train_command_fast_recipe(monkeypatch):
-    """`train --fast` passes the fast recipe, --steps still sets the length, plain `train` the defaults."""
+    """`train --fast` passes the fast recipe, --steps still sets the length, plain `train` the
+    defaults, --reflections the share of reflected images."""
     calls = []
     monkeypatch.setattr(segmentation, "train_model", lambda data, **kwargs: calls.append(kwargs))
     assert segmentation.main(["train", "data", "--fast"]) == 0
     assert segmentation.main(["train", "data", "--fast", "--steps", "5"]) == 0
     assert segmentation.main(["train", "data"]) == 0
-    fast, short, plain = calls
+    assert segmentation.main(["train", "data", "--reflections", "0.3"]) == 0
+    fast, short, plain, water = calls
     assert {k: fast[k] for k in segmentation.FAST_RECIPE} == segmentation.FAST_RECIPE
     assert short["steps"] == 5 and short["frozen_layers"] == 4
     assert plain["steps"] == segmentation.TRAIN_DEFAULTS["steps"] and "frozen_layers" not in plain
+    assert "reflection_prob" not in plain and water["reflection_prob"] == 0.3
