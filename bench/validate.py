@@ -47,16 +47,15 @@ def main() -> int:
     missing = set(args.hold_out) - {p[2] for p in held_out}
     if missing:
         parser.error(f"no class {', '.join(sorted(missing))} in {args.train}")
+    # The pairs train_model sees, in its order: its validation block is the same split of them.
+    kept = [p for p in all_pairs if p[2] not in args.hold_out]
+    val_pairs = [kept[i] for i in seg.split_indices(kept, args.val_fraction)[1]]
     with tempfile.TemporaryDirectory() as folder:
         train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
         start = time.time()
         model = seg.train_model(train_root, val_fraction=args.val_fraction, out_path=None,
                                 history_path=out / f"{args.name}.history.json", **options)
         minutes = (time.time() - start) / 60
-        pairs = seg.find_pairs(train_root)
-        # Real paths: the linked tree goes when this block ends.
-        val_pairs = [(i.resolve(), m.resolve(), c)
-                     for i, m, c in (pairs[k] for k in seg.split_indices(pairs, args.val_fraction)[1])]
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
     record = {"name": args.name, "options": options, "hold_out": args.hold_out,

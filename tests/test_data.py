@@ -149,4 +149,3 @@ def test_reflection_is_painted_below_the_object_and_labelled_background():
     touching[:, 40:, 20:40] = 1                                    # no room below the object
     assert torch.equal(add_reflection(image, touching, torch.Generator()), image)
     assert torch.equal(add_reflection(image, torch.zeros(1, 64, 64), torch.Generator()), image)
-
