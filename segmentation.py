@@ -735,23 +735,26 @@ def _free_path(path: Path) -> Path:
     return candidate
 
 
-def estimate_step_seconds(model: nn.Module, batch_size: int, crop_size: int,
-                          frozen_layers: int, device: Optional[str] = None, steps: int = 2) -> float:
-    """Seconds one training step of `model` takes here, timed on a copy with random data."""
+def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: int,
+                          crop_size: int, frozen_layers: int, device: Optional[str] = None,
+                          warmup: int = 3, steps: int = 3) -> float:
+    """Seconds one training step takes here: a batch of `data` augmented and trained on by a
+    copy of `model`. The augmentation runs on the CPU: on a GPU it costs more than the step.
+    The first steps of a fresh process run slow (up to 3x on CPU), so `warmup` steps are not timed."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     freeze_layers(probe, frozen_layers)
     optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-6)
     generator = torch.Generator().manual_seed(0)  # leaves the global random state alone
-    images = torch.rand(batch_size, 3, crop_size, crop_size, generator=generator)
-    masks = (torch.rand(batch_size, 1, crop_size, crop_size, generator=generator) > 0.5).float()
-    images = images.to(device, memory_format=torch.channels_last)
+    indices = torch.randint(len(data), (batch_size,), generator=generator).tolist()
     times = []
-    for _ in range(steps + 1):  # the first step warms up
+    for _ in range(warmup + steps):
         start = time.perf_counter()
-        train_step(probe, optimizer, images, masks.to(device), bf16_autocast(device))
+        images, masks = data.batch(indices, generator, augment=True, crop_size=crop_size)
+        train_step(probe, optimizer, images.to(device, memory_format=torch.channels_last),
+                   masks.to(device), bf16_autocast(device))
         times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    return float(np.median(times[warmup:]))
 
 
 class _LoadProgress:
@@ -819,16 +822,19 @@ def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
     total_steps = epochs * math.ceil(len(train_data) / batch_size) if epochs else steps
     if verbose:
         frozen = fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"])
-        step_seconds = estimate_step_seconds(model, batch_size, window, frozen, device)
+
+        def step_time(side: int) -> float:
+            return estimate_step_seconds(model, train_data, batch_size, side, frozen, device)
+
+        step_seconds = step_time(window)
         if early:  # the schedule's average step
-            step_seconds = (early_fraction * estimate_step_seconds(model, batch_size, early, frozen, device)
-                            + (1 - early_fraction) * step_seconds)
+            step_seconds = early_fraction * step_time(early) + (1 - early_fraction) * step_seconds
         budget = fit_options.get("time_budget")
         if budget:  # the clock decides the length
-            plan = f"for {_format_time(budget)}, about {budget / step_seconds / 1.1:.0f} steps"
+            plan = f"for {_format_time(budget)}, about {budget / step_seconds:.0f} steps"
         else:
             plan = (f"{total_steps} steps ({total_steps * batch_size / len(train_data):.1f} passes "
-                    f"over the data): expect about {_format_time(total_steps * step_seconds * 1.1)}")
+                    f"over the data): expect about {_format_time(total_steps * step_seconds)}")
         log(f"training {plan}; a step of {batch_size} images takes {step_seconds:.2f} s here",
             flush=True)
     history = fit(model, train_data, val_data, steps=steps, epochs=epochs, seed=seed,

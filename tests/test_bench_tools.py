@@ -1,5 +1,5 @@
 """The bench scripts' own arithmetic: error kinds of the diagnosis, the sweep's component filter
-and views, the benchmark's speed yardstick and record."""
+and views, the benchmark's speed yardstick and record, the seed pooling."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from conftest import ROOT, make_dataset
 sys.path.insert(0, str(ROOT / "bench"))
 import benchmark  # noqa: E402
 import diagnose  # noqa: E402
+import seeds  # noqa: E402
 import sweep_predict  # noqa: E402
 import validate  # noqa: E402
 
@@ -132,3 +133,18 @@ def test_held_out_classes_leave_training_and_are_scored_apart(tmp_path, monkeypa
     assert list(record["held_out"]) == ["water"]
     assert "water" not in record["per_class"]
     assert (train / "images" / "water").is_dir()  # the data itself is untouched
+
+
+def test_seeds_pools_runs_that_differ_only_in_the_seed():
+    def record(seed, val, water, **options):
+        return {"options": {"seed": seed, **options}, "val_iou": val,
+                "by_source": {"pets": val}, "held_out": {"davis.blackswan": water}}
+
+    runs = [record(0, 0.80, 0.5), record(1, 0.84, 0.7), record(0, 0.9, 0.1, lr=0.002)]
+    recipes = seeds.group(runs)
+    assert sorted(recipes) == ["defaults", "lr=0.002"]
+    assert len(recipes["defaults"]) == 2
+    rows = seeds.table(runs).splitlines()
+    assert rows[0].endswith("| pets | davis.blackswan (held out) |")
+    assert "| defaults | 2 | 0.8200 (0.8000-0.8400) | 0.820 | 0.600 (0.500-0.700) |" in rows
+    assert "| lr=0.002 | 1 | 0.9000 | 0.900 | 0.100 |" in rows

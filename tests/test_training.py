@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -193,6 +195,24 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
     first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
     assert loaded < plan < first_epoch
     assert "expect about" in printed[plan] and "a step of 16 images takes" in printed[plan]
+
+
+def test_step_estimate_counts_the_augmentation(data, monkeypatch):
+    """The plan's step time includes making the augmented batch on the CPU (on a GPU that costs
+    more than the step itself), and measuring it leaves the global random state alone."""
+    batch = SegmentationData.batch
+
+    def slow_batch(self, *args, **kwargs):
+        time.sleep(0.3)
+        return batch(self, *args, **kwargs)
+
+    model = get_model()
+    quick = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0)
+    monkeypatch.setattr(SegmentationData, "batch", slow_batch)
+    rng = torch.get_rng_state()
+    slow = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert slow >= 0.3 > quick, (quick, slow)
 
 
 def test_train_command_fast_recipe(monkeypatch):
