@@ -740,7 +740,7 @@ def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: 
                           warmup: int = 3, steps: int = 3) -> float:
     """Seconds one training step takes here: a batch of `data` augmented and trained on by a
     copy of `model`. The augmentation runs on the CPU: on a GPU it costs more than the step.
-    The first steps of a fresh process run slow (up to 3x on CPU), so `warmup` steps are not timed."""
+    A fresh process's first steps run slow (up to 3x on CPU): `warmup` steps are not timed."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     freeze_layers(probe, frozen_layers)
