@@ -1,6 +1,7 @@
 """Grade the upload locally the way the course's grader does.
 
     python run_tests.py [DATA_DIR] [--model segmentation_model.pth] [--python PYTHON]
+    python run_tests.py [DATA_DIR] --report DIR [--worst N]      (+ a page of the worst images)
 
 What is graded is what the grader receives: `segmentation.py` and the checkpoint are copied
 alone into an empty folder and run there by a fresh interpreter (`--python`, default this one),
@@ -17,8 +18,10 @@ ground truth read as grey > 127, IoU per image, then averaged.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from segmentation import DataError, IMAGE_SUFFIXES, dice_score, iou_score, pixel_accuracy, read_mask
+from segmentation import (DataError, IMAGE_SUFFIXES, dice_score, iou_score, load_model, open_image,
+                          pixel_accuracy, read_mask, short_message)
 
 ROOT = Path(__file__).resolve().parent
 UPLOAD = ("segmentation.py", "segmentation_model.pth")  # the two files the grader receives
@@ -45,8 +49,13 @@ def marks_for(iou: float) -> int:
     return next((mark for threshold, mark in MARKS if iou >= threshold), 0)
 
 
+LAYOUTS_HELP = ("test/images/<class>/<name>.jpg + test/gt/<class>/<name>.png, or the course's "
+                "00_test_val_input/test/images/<class>/ + 00_test_val_gt/<class>/")
+
+
 def find_test_folders(data_dir) -> Tuple[Path, Path]:
-    """(images folder, ground-truth folder) of either supported layout."""
+    """(images folder, ground-truth folder) of either supported layout; else a DataError that
+    says what is there, what is missing and the nearest layout that would work."""
     data_dir = Path(data_dir)
     layouts = [(data_dir / "test" / "images", data_dir / "test" / "gt"),
                (data_dir / "00_test_val_input" / "test" / "images", data_dir / "00_test_val_gt"),
@@ -55,14 +64,75 @@ def find_test_folders(data_dir) -> Tuple[Path, Path]:
     for images_dir, gt_dir in layouts:
         if images_dir.is_dir() and gt_dir.is_dir() and any(gt_dir.glob("*/*.png")):
             return images_dir, gt_dir
-    raise DataError(f"{data_dir}: expected test/images + test/gt, or 00_test_val_input/test/images "
-                    f"+ 00_test_val_gt, each with <class>/ subfolders")
+    raise DataError(layout_problem(data_dir))
+
+
+def _listing(folder: Path, limit: int = 6) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return shown or "nothing"
+
+
+def layout_problem(data_dir: Path) -> str:
+    """Why `data_dir` is not a test folder: what exists, what is missing, what would work."""
+    if not data_dir.exists():
+        parent = next(p for p in data_dir.parents if p.exists())
+        return (f"{data_dir}: no such folder (the nearest that exists, {parent}, holds "
+                f"{_listing(parent)})")
+    if not data_dir.is_dir():
+        return f"{data_dir}: a file, not a folder; give the folder that holds test/images and test/gt"
+    if (data_dir / "images").is_dir() or (data_dir / "gt").is_dir():
+        return (f"{data_dir} holds images/ and gt/ itself: it is a split, not the data folder; "
+                f"give the folder above it (e.g. {data_dir.parent} when this is its test/)"
+                if data_dir.name == "test" else
+                f"{data_dir} holds images/ and gt/ itself: move them into {data_dir / 'test'}/")
+    for images_dir, gt_dir in ((data_dir / "test" / "images", data_dir / "test" / "gt"),
+                               (data_dir / "00_test_val_input" / "test" / "images",
+                                data_dir / "00_test_val_gt")):
+        if images_dir.parent.is_dir():
+            missing = [str(d) for d in (images_dir, gt_dir) if not d.is_dir()]
+            if missing:
+                return f"{data_dir}: found {images_dir.parent}, but not {' nor '.join(missing)}"
+            return f"{gt_dir}: no masks in <class>/<name>.png subfolders (it holds {_listing(gt_dir)})"
+    nested = sorted(p.parent.parent for p in data_dir.glob("*/test/images"))
+    if nested:
+        return (f"{data_dir}: no test/ here, but {nested[0]} has one, one level deeper: give "
+                f"{nested[0]}, or move its contents up into {data_dir}")
+    found = f"it holds {_listing(data_dir)}"
+    if (data_dir / "train").is_dir():
+        found = "it holds train/ but no test/: the test split (test/images, test/gt) is missing"
+    return f"{data_dir}: expected {LAYOUTS_HELP}; {found}"
+
+
+# `segmentation.py predict` writes X.mask.png and X.overlay.png beside the photo: never test photos.
+OWN_OUTPUT = re.compile(r"\.(mask|overlay)(-\d+)?$")
 
 
 def _files(folder: Path, suffixes, classes: Optional[Sequence[str]] = None) -> Dict[Path, Path]:
-    """{class/name without suffix: path} for the files of `folder/<class>/` (those classes only)."""
+    """{class/name without suffix: path} for the files of `folder/<class>/` (those classes only),
+    without the outputs of `segmentation.py predict` (skipped_outputs lists those)."""
     return {p.relative_to(folder).with_suffix(""): p for p in sorted(folder.glob("*/*"))
-            if p.suffix.lower() in suffixes and (classes is None or p.parent.name in classes)}
+            if p.suffix.lower() in suffixes and (classes is None or p.parent.name in classes)
+            and not OWN_OUTPUT.search(p.stem)}
+
+
+def skipped_outputs(images_dir: Path) -> List[Path]:
+    """Files in `images_dir/<class>/` that `segmentation.py predict` wrote: not graded."""
+    return [p for p in sorted(images_dir.glob("*/*")) if p.suffix.lower() == ".png"
+            and OWN_OUTPUT.search(p.stem)]
+
+
+def check_images(paths: Sequence[Path]) -> None:
+    """DataError naming every test photo that is not a readable image (the data's fault, not
+    the upload's)."""
+    problems = []
+    for path in paths:
+        try:
+            open_image(path)
+        except DataError as error:
+            problems.append(str(error))
+    if problems:
+        raise DataError(f"{len(problems)} test photo(s) cannot be graded:\n  " + "\n  ".join(problems))
 
 
 def write_predictions(predict_fn: Callable[[str], np.ndarray], images_dir: Path, out_dir: Path,
@@ -194,24 +264,14 @@ try:
     model = get_model()
 except Exception as error:
     fail(f"get_model() failed: {type(error).__name__}: {error}")
-try:
+try:  # exactly the grader's two lines; what is wrong is worked out by run_tests.py (exit 4)
     state = torch.load("segmentation_model.pth", map_location="cpu")
-except Exception as error:
-    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
-        fail("segmentation_model.pth holds a pickled model object, not a state_dict: "
-             "save it with torch.save(model.state_dict(), 'segmentation_model.pth')")
-    fail(f"segmentation_model.pth cannot be read by torch.load: {type(error).__name__}: {error}")
-if isinstance(state, torch.nn.Module):
-    fail("segmentation_model.pth holds a pickled model object, not a state_dict: "
-         "save it with torch.save(model.state_dict(), 'segmentation_model.pth')")
-if not isinstance(state, dict):
-    fail(f"segmentation_model.pth holds a {type(state).__name__}, not a state_dict")
-try:
+    if not isinstance(state, dict):
+        raise TypeError(f"torch.load gave a {type(state).__name__}, not a dict")
     model.load_state_dict(state)
 except Exception as error:
-    lines = str(error).strip().splitlines()
-    fail("segmentation_model.pth does not fit get_model() (keys or shapes differ): "
-         + " ".join(line.strip() for line in lines[:4])[:600])
+    print(f"checkpoint error: {type(error).__name__}: {error}", file=sys.stderr)
+    sys.exit(4)
 jobs = json.load(open(jobs_path))
 start = time.perf_counter()
 for image_path, out_path in jobs:
@@ -252,6 +312,7 @@ def grade_upload(data_dir, project_dir=ROOT, checkpoint=None, python: str = sys.
     images = _files(images_dir, IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
+    check_images(list(images.values()))
     with tempfile.TemporaryDirectory() as tmp:
         upload, pred_dir = Path(tmp) / "upload", Path(out_dir) if out_dir else Path(tmp) / "pred"
         upload.mkdir()
@@ -264,6 +325,8 @@ def grade_upload(data_dir, project_dir=ROOT, checkpoint=None, python: str = sys.
         result = subprocess.run([python, "-c", GRADER, str(Path(tmp) / "jobs.json"),
                                  str(project_dir.resolve())],
                                 cwd=upload, env=env, capture_output=True, text=True)
+        if result.returncode == 4:
+            raise UploadError(checkpoint_problem(sources[1], result.stderr))
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             reason = next((l[len("upload error: "):] for l in lines if l.startswith("upload error: ")),
@@ -273,46 +336,295 @@ def grade_upload(data_dir, project_dir=ROOT, checkpoint=None, python: str = sys.
         environment = json.loads(result.stdout.strip().splitlines()[-1])
         records = score_predictions(pred_dir, gt_dir, images_dir)
     graded = summarize(records, environment.pop("seconds_per_image"))
-    graded["environment"] = environment
+    graded.update(environment=environment, images_dir=images_dir, gt_dir=gt_dir,
+                  skipped=skipped_outputs(images_dir))
     return graded
 
 
+def checkpoint_problem(checkpoint: Path, grader_stderr: str) -> str:
+    """What is wrong with a checkpoint the grader's torch.load + load_state_dict refused."""
+    try:
+        load_model(checkpoint)  # the same checks, each kind of broken file named
+    except (ValueError, FileNotFoundError) as error:
+        return str(error)
+    raw = next((line for line in grader_stderr.splitlines() if line.startswith("checkpoint error")),
+               grader_stderr)
+    return f"{checkpoint}: the grader's torch cannot load it: {short_message(raw)}"
+
+
+# ------------------------------------------------------------------------------------------
+# The report: the worst images as pictures, in a page opened from disk
+# ------------------------------------------------------------------------------------------
+
+# Okabe-Ito colours, told apart with every common colour-vision deficiency.
+COLOURS = {"tp": ((0, 158, 115), "object, found"),
+           "fp": ((213, 94, 0), "painted as object, but background"),
+           "fn": ((0, 114, 178), "object, missed")}
+THUMB = 240                     # thumbnails' longer side, pixels
+REPORT_MARK = ".grading-report"  # marks a folder this script wrote, so --overwrite may replace it
+
+
+def error_overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The photo greyed and dimmed, with true positives, false positives and false negatives
+    each painted in its COLOURS colour; background that is right stays grey."""
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = np.repeat((0.35 * grey + 60)[..., None], 3, axis=2)
+    for kind, where in (("tp", pred & truth), ("fp", pred & ~truth), ("fn", ~pred & truth)):
+        out[where] = 0.35 * out[where] + 0.65 * np.array(COLOURS[kind][0], np.float32)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def iou_histogram_svg(ious: Sequence[float], bins: int = 20, width: int = 560,
+                      height: int = 180) -> str:
+    """An inline SVG histogram of per-image IoU in `bins` bins over [0, 1], the mean marked."""
+    counts, _ = np.histogram(np.clip(ious, 0, 1), bins=bins, range=(0, 1))
+    left, bottom, top = 36, 24, 10
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    scale = plot_h / max(counts.max(), 1)
+    bar_w = plot_w / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'role="img" aria-label="histogram of per-image IoU">']
+    for i, count in enumerate(counts):
+        h = count * scale
+        parts.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
+                     f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="#0072b2">'
+                     f'<title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: {count} images</title></rect>')
+    for tick in np.linspace(0, 1, 6):
+        x = left + tick * plot_w
+        parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="11" '
+                     f'text-anchor="middle">{tick:.1f}</text>')
+    parts.append(f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">'
+                 f'{counts.max()}</text>')
+    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+                 'stroke="#333"/>')
+    mean_x = left + float(np.mean(ious)) * plot_w
+    parts.append(f'<line x1="{mean_x:.1f}" y1="{top}" x2="{mean_x:.1f}" y2="{top + plot_h}" '
+                 f'stroke="#d55e00" stroke-width="2" stroke-dasharray="4 3"/>'
+                 f'<text x="{mean_x - 4:.1f}" y="{top + 10}" font-size="11" text-anchor="end" '
+                 f'fill="#d55e00">mean {np.mean(ious):.3f}</text></svg>')
+    return "".join(parts)
+
+
+def prepare_report_dir(target: Path, overwrite: bool) -> Tuple[Path, Path]:
+    """(where the report will end up, an empty staging folder beside it), checked before grading.
+
+    An existing folder is never replaced silently: without `overwrite` the report goes beside it
+    under a free name (DIR-1, DIR-2, ...); with it, only a report this script wrote is replaced.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--report {target}: a file, not a folder")
+    if target.exists() and overwrite and any(target.iterdir()) \
+            and not (target / REPORT_MARK).exists():
+        raise ValueError(f"--report {target}: holds files that are not a report of run_tests.py; "
+                         "not replaced (give a new or empty folder)")
+    final, n = target, 0
+    while final.exists() and not overwrite:
+        n += 1
+        final = target.with_name(f"{target.name}-{n}")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
+    except OSError as error:
+        raise ValueError(f"--report {target}: cannot write there ({error.strerror or error})") from None
+    return final, staging
+
+
+def _save_thumbnail(array: np.ndarray, path: Path) -> None:
+    image = Image.fromarray(array)
+    image.thumbnail((THUMB, THUMB), Image.BILINEAR)
+    image.save(path, quality=82)
+
+
+def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model_path: Path,
+                 worst: int = 24) -> Path:
+    """Write the grading report into `staging`, then move it to `final`; returns index.html's path.
+
+    The page shows the marks, the per-class table, a histogram of per-image IoU and the `worst`
+    images as photo + error overlay, each linked to its full-size files.
+    """
+    from html import escape  # only the report needs it
+    records = sorted(result["records"], key=lambda r: (r["iou"], r["image"]))
+    images = _files(result["images_dir"], IMAGE_SUFFIXES)
+    truths = _files(result["gt_dir"], {".png"})
+    (staging / "thumbs").mkdir()
+    (staging / "full").mkdir()
+    cards = []
+    for rank, record in enumerate(records[:worst], 1):
+        key = Path(record["image"])
+        photo_path, truth_path = images[key], truths[key]
+        photo = np.asarray(Image.open(photo_path).convert("RGB"))
+        pred, truth = read_mask(pred_dir / key.with_suffix(".png")), read_mask(truth_path)
+        stem = f"{rank:03d}-{key.parent.name}-{key.name}"
+        drawn = error_overlay(photo, pred, truth)
+        _save_thumbnail(photo, staging / "thumbs" / f"{stem}.jpg")
+        _save_thumbnail(drawn, staging / "thumbs" / f"{stem}.overlay.jpg")
+        Image.fromarray(drawn).save(staging / "full" / f"{stem}.overlay.jpg", quality=88)
+        shutil.copyfile(photo_path, staging / "full" / f"{stem}{photo_path.suffix.lower()}")
+        shutil.copyfile(pred_dir / key.with_suffix(".png"), staging / "full" / f"{stem}.pred.png")
+        shutil.copyfile(truth_path, staging / "full" / f"{stem}.gt.png")
+        name = escape(record["image"])
+        cards.append(
+            f'<figure class="card" id="worst-{rank}" data-iou="{record["iou"]:.6f}">'
+            f'<a href="full/{stem}{photo_path.suffix.lower()}"><img src="thumbs/{stem}.jpg" '
+            f'alt="photo {name}"></a><a href="full/{stem}.overlay.jpg"><img '
+            f'src="thumbs/{stem}.overlay.jpg" alt="errors on {name}"></a>'
+            f'<figcaption><b>#{rank} IoU {record["iou"]:.3f}</b> {name}<br>'
+            f'<a href="full/{stem}.pred.png">prediction</a> · <a href="full/{stem}.gt.png">'
+            f'ground truth</a> · {pred.mean():.0%} predicted, '
+            f'{truth.mean():.0%} true object</figcaption></figure>')
+    by_class: Dict[str, List[Dict]] = {}
+    for record in records:
+        by_class.setdefault(record["class"], []).append(record)
+    rank_of = {r["image"]: i for i, r in enumerate(records[:worst], 1)}
+    rows = []
+    for cls, members in sorted(by_class.items(), key=lambda item: np.mean([r["iou"] for r in item[1]])):
+        low = members[0]  # records are sorted by IoU
+        link = (f'<a href="#worst-{rank_of[low["image"]]}">{escape(low["image"])}</a>'
+                if low["image"] in rank_of else escape(low["image"]))
+        rows.append(f'<tr><td>{escape(cls)}</td><td>{len(members)}</td>'
+                    f'<td>{np.mean([r["iou"] for r in members]):.4f}</td>'
+                    f'<td>{link} ({low["iou"]:.3f})</td></tr>')
+    env = result["environment"]
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:12]
+    model_name = os.path.relpath(model_path)  # as the student would type it, from here
+    legend = "".join(f'<span class="key"><i style="background:rgb{colour}"></i>{escape(words)}</span>'
+                     for colour, words in COLOURS.values())
+    mean = result["mean_iou"]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Grading report: mean IoU {mean:.4f}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }}
+h1 {{ font-size: 24px; margin-bottom: 4px; }} .meta {{ color: #555; }}
+.marks {{ font-size: 20px; }} table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 3px 12px 3px 0; text-align: left; }}
+.key {{ margin-right: 18px; white-space: nowrap; }}
+.key i {{ display: inline-block; width: 14px; height: 14px; margin-right: 6px; vertical-align: -2px; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 14px; }}
+.card {{ margin: 0; width: 500px; }} .card img {{ width: 244px; height: auto; margin-right: 4px; }}
+figcaption {{ font-size: 13px; }}
+</style></head><body>
+<h1>Grading report</h1>
+<p class="marks"><b>{marks_for(mean)}/10 marks</b>: mean IoU <b>{mean:.4f}</b> over
+{len(records)} images</p>
+<p class="meta">Model {escape(model_name)} (SHA-256 {digest}...), graded
+{time.strftime("%Y-%m-%d %H:%M")} with Python {escape(env["python"])}, torch {escape(env["torch"])};
+data {escape(str(result["images_dir"]))}.</p>
+<h2>Per class, worst first</h2>
+<table><tr><th>class</th><th>images</th><th>mean IoU</th><th>worst image (IoU)</th></tr>
+{"".join(rows)}</table>
+<h2>IoU per image</h2>
+{iou_histogram_svg([r["iou"] for r in records])}
+<h2>The {len(cards)} worst images</h2>
+<p>Left: the photo. Right: the prediction against the ground truth. {legend}
+Click a picture for the full-size file.</p>
+<div class="grid">
+{"".join(cards)}
+</div></body></html>
+"""
+    (staging / "index.html.tmp").write_text(page, encoding="utf-8")
+    os.replace(staging / "index.html.tmp", staging / "index.html")
+    (staging / REPORT_MARK).write_text("written by run_tests.py --report\n")
+    if final.exists():  # --overwrite of an earlier report (prepare_report_dir checked it)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final / "index.html"
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
 def default_data_dir() -> Tuple[Path, str]:
-    """public_data/ when the course's test data is in it, else the bundled examples/."""
-    for candidate in (ROOT / "public_data", ROOT / "tests"):
-        try:
-            find_test_folders(candidate)
-            return candidate, f"the course's data in {candidate.name}/"
-        except DataError:
-            continue
+    """public_data/ when the course's test data is in it, the course's test folder in tests/,
+    else the bundled examples/. A public_data/ with something else in it is a DataError that
+    says what was found and what is missing: the student meant it to be graded."""
+    public = ROOT / "public_data"
+    if public.is_dir() and any(p.name != "README.md" for p in public.iterdir()):
+        find_test_folders(public)  # raises, saying what is there and what is missing
+        return public, "the course's data in public_data/"
+    course = ROOT / "tests"
+    if any(course.glob("00_test_val_*")):
+        find_test_folders(course)
+        return course, "the course's data in tests/"
     return ROOT / "examples", ("the bundled examples/ (12 Oxford-IIIT Pet photos): put the "
                                "course's data in public_data/ to grade on it")
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("data_dir", nargs="?", default=None,
-                        help="default: public_data/ if it holds the course's data, else examples/")
-    parser.add_argument("--model", default=None, help="checkpoint (default: segmentation_model.pth)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Layouts of DATA_DIR:\n"
+               "  DATA_DIR/test/images/<class>/<name>.jpg with DATA_DIR/test/gt/<class>/<name>.png\n"
+               "  DATA_DIR/00_test_val_input/test/images/<class>/ with DATA_DIR/00_test_val_gt/<class>/\n"
+               "Without DATA_DIR: public_data/ if anything is in it, else tests/00_test_val_* if\n"
+               "present, else the 12 bundled photos in examples/.")
+    parser.add_argument("data_dir", nargs="?", default=None, metavar="DATA_DIR",
+                        help="the folder to grade (default: see below)")
+    parser.add_argument("--model", default=None,
+                        help="the checkpoint to grade (default: segmentation_model.pth)")
     parser.add_argument("--python", default=sys.executable,
-                        help="the interpreter that runs the upload (e.g. the grader's environment)")
+                        help="the interpreter that runs the upload, e.g. the grader's environment "
+                             "(default: this one)")
     parser.add_argument("--out", help="keep the predicted PNGs in this folder")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write a page to look at, DIR/index.html: marks, per-class table, "
+                             "IoU histogram and the worst images with their errors coloured")
+    parser.add_argument("--worst", type=_positive, default=24, metavar="N",
+                        help="how many of the worst images the report shows (default: 24)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier report in DIR (otherwise it goes to DIR-1, ...)")
     args = parser.parse_args(argv)
-    if args.data_dir is None:
-        data_dir, what = default_data_dir()
-        print(f"grading on {what}")
-    else:
-        data_dir = Path(args.data_dir)
     try:
-        result = grade_upload(data_dir, ROOT, args.model, args.python, args.out)
-    except UploadError as error:
-        print(f"upload rejected: {error}", file=sys.stderr)
-        return 2
-    except (DataError, FileNotFoundError, ValueError) as error:
+        if args.data_dir is None:
+            data_dir, what = default_data_dir()
+            print(f"grading on {what}")
+        else:
+            data_dir = Path(args.data_dir)
+        report = prepare_report_dir(Path(args.report), args.overwrite) if args.report else None
+    except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_dir = Path(args.out) if args.out else Path(tmp) / "pred"
+            try:
+                result = grade_upload(data_dir, ROOT, args.model, args.python, pred_dir)
+            except UploadError as error:
+                print(f"upload rejected: {error}", file=sys.stderr)
+                return 2
+            except (DataError, FileNotFoundError, ValueError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            print_result(result)
+            if report is not None:
+                model_path = Path(args.model) if args.model else ROOT / UPLOAD[1]
+                page = write_report(result, pred_dir, *report, model_path, args.worst)
+                print(f"report: {page}")
+                report = None  # moved into place
+    finally:
+        if report is not None:
+            shutil.rmtree(report[1], ignore_errors=True)  # the unused staging folder
+    if args.json:
+        keep = {k: v for k, v in result.items() if k not in ("records", "images_dir", "gt_dir", "skipped")}
+        Path(args.json).write_text(json.dumps(keep, indent=1))
+    return 0
+
+
+def print_result(result: Dict) -> None:
+    """The grade as the student reads it: environment, per-class IoU, mean, marks."""
     env = result["environment"]
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])} file(s) that `segmentation.py predict` wrote "
+              f"among the test photos (e.g. {result['skipped'][0]}): not graded")
     print(f"graded {' + '.join(UPLOAD)} alone, as uploaded: Python {env['python']}, "
           f"torch {env['torch']}, torchvision {env['torchvision']}")
     for name, iou in result["per_class"].items():
@@ -320,10 +632,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{len(result['records'])} images, {result['seconds_per_image'] * 1000:.0f} ms per image")
     print(f"mean IoU {result['mean_iou']:.4f}")
     print(f"marks {marks_for(result['mean_iou'])}/10")
-    if args.json:
-        Path(args.json).write_text(json.dumps({k: v for k, v in result.items() if k != "records"},
-                                              indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import math
 import os
 import random
+import re
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -75,7 +78,7 @@ class DataError(ValueError):
     """A data file or folder that cannot be used; the message names the path(s)."""
 
 
-def _open_image(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a DataError."""
     path = Path(path)
     if not path.is_file():
@@ -103,12 +106,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def read_image(path) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 (no EXIF rotation, as PIL and skimage read it)."""
-    return np.asarray(to_rgb(_open_image(Path(path))))
+    return np.asarray(to_rgb(open_image(Path(path))))
 
 
 def read_mask(path) -> np.ndarray:
     """Read a ground-truth mask as H x W bool: grey value > 127 is the object."""
-    image = _open_image(Path(path))
+    image = open_image(Path(path))
     if image.mode in ("I", "I;16", "F"):
         return np.asarray(image) > 127
     return np.asarray(image.convert("L")) > 127
@@ -565,20 +568,85 @@ def save_atomic(obj, path) -> Path:
     return path
 
 
-def bf16_autocast(device: torch.device) -> bool:
-    """Whether training on `device` runs its forward pass in bfloat16: on GPUs that have it."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISION_WORDS = {"fp32": "fp32", "bf16": "bf16 autocast",
+                   "fp16": "fp16 autocast with a gradient scaler"}
+
+
+def resolve_device(device: Optional[str] = None) -> torch.device:
+    """The training device: "cpu", "cuda" or "cuda:N", checked now (default: cuda when present)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = str(device).strip().lower().partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use cpu)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+                         f"numbered from 0")
+    return torch.device(f"{kind}:{index}" if index else kind)
+
+
+def choose_precision(device: torch.device, requested: str = "auto") -> str:
+    """The arithmetic of the forward pass on `device`: "fp32", "fp16" or "bf16".
+
+    "auto": bf16 autocast only on GPUs that compute it natively (compute capability 8.0 and up:
+    A100, H100, RTX 30xx and newer); fp16 autocast with a gradient scaler on older GPUs (T4, P100,
+    V100), where torch.cuda.is_bf16_supported() can answer True through emulation while cuDNN has
+    no bf16 convolutions; fp32 on the CPU. An explicit choice the device cannot run is a ValueError.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if device.type != "cuda":
+        if requested == "fp16":
+            raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
+        return "fp32" if requested == "auto" else requested
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    if requested == "bf16" and not native_bf16:
+        raise ValueError(f"precision bf16: {describe_device(device)} has no native bf16 "
+                         "(compute capability 8.0 and up has it); use fp16 or fp32")
+    if requested == "auto":
+        return "bf16" if native_bf16 else "fp16"
+    return requested
+
+
+def describe_device(device: torch.device) -> str:
+    """The device in words, for the plan printed before training."""
+    if device.type != "cuda":
+        return f"{device.type} ({torch.get_num_threads()} threads)"
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{device} ({torch.cuda.get_device_name(device)}, compute capability {major}.{minor})"
+
+
+def make_grad_scaler(precision: str):
+    """A gradient scaler for fp16 (its small range underflows small gradients), else None."""
+    if precision != "fp16":
+        return None
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               masks: torch.Tensor, use_amp: bool) -> float:
-    """One optimisation step on a batch (BCE + Dice, the loss in float32); returns the loss."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+               masks: torch.Tensor, precision: str = "fp32", scaler=None) -> float:
+    """One optimisation step on a batch (BCE + Dice, the loss in float32); returns the loss.
+
+    The forward pass runs under autocast for "fp16"/"bf16"; with a `scaler` (fp16) the loss is
+    scaled before backward and a step whose gradients overflowed is skipped.
+    """
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         logits = model(images)
     loss = bce_dice_loss(logits.float(), masks)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.item()
 
 
@@ -612,8 +680,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
         reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
-        state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True
-        ) -> List[Dict[str, float]]:
+        precision: str = "auto", state_path: Optional[Path] = None, resume: bool = False,
+        verbose: bool = True) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The length is `steps` batches, so a larger folder takes as long, with fewer passes over it;
@@ -623,11 +691,14 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     `min_crop_area`-100% of the stored images; with `early_crop_size`, the first
     `early_fraction` of training uses windows of that size instead (same view, fewer pixels:
     progressive resizing, as fast.ai does it). `time_budget` (seconds) stops training when the
-    time is up and stretches the learning-rate schedule over that time instead. With
+    time is up and stretches the learning-rate schedule over that time instead. `precision`:
+    see choose_precision ("auto": bf16 on GPUs with native bf16, fp16 on older ones, CPU fp32). With
     `state_path`, the full training state is saved after every epoch; `resume=True` continues
     from it, ending where an uninterrupted run would have ended (on CPU, bit for bit).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    precision = choose_precision(device, precision)
+    scaler = make_grad_scaler(precision)
     # channels_last: about 25% faster convolutions on CPU, and the layout GPUs prefer.
     model.to(device, memory_format=torch.channels_last)
     generator = seed_everything(seed)
@@ -638,7 +709,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
                                    {"params": rest, "lr_scale": 1.0}],
                                   lr=lr, weight_decay=weight_decay)
-    use_amp = bf16_autocast(device)
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = epochs * steps_per_epoch if epochs else steps
     epochs = math.ceil(total_steps / steps_per_epoch)  # the last pass may stop part-way
@@ -662,6 +732,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"], state["history"]
         elapsed_before = history[-1]["time"] if history else 0.0
         if verbose:
@@ -684,7 +756,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                                              min_crop_area=min_crop_area,
                                              reflection_prob=reflection_prob)
             images = images.to(device, memory_format=torch.channels_last)
-            losses.append(train_step(model, optimizer, images, masks.to(device), use_amp))
+            losses.append(train_step(model, optimizer, images, masks.to(device), precision, scaler))
             if time_budget and time.time() - start >= time_budget:
                 break
         record = {"epoch": epoch + 1, "steps": epoch * steps_per_epoch + len(losses),
@@ -703,6 +775,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         if state_path is not None:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "epoch": epoch + 1,
+                         "scaler": scaler.state_dict() if scaler is not None else None,
                          "history": history}, state_path)
         if time_budget and time.time() - start >= time_budget:
             break
@@ -737,23 +810,27 @@ def _free_path(path: Path) -> Path:
 
 def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: int,
                           crop_size: int, frozen_layers: int, device: Optional[str] = None,
-                          warmup: int = 3, steps: int = 3) -> float:
+                          precision: str = "auto", warmup: int = 3, steps: int = 3,
+                          clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds one training step takes here: a batch of `data` augmented and trained on by a
-    copy of `model`. The augmentation runs on the CPU: on a GPU it costs more than the step.
-    A fresh process's first steps run slow (up to 3x on CPU): `warmup` steps are not timed."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    copy of `model`, as fit() makes and runs it (augmentation included: on a GPU it can cost
+    more than the step). A fresh process's first steps run slow (up to 3x on CPU): `warmup`
+    steps are not timed. The median of `steps` timed steps, read from `clock`."""
+    device = resolve_device(device)
+    precision = choose_precision(device, precision)
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     freeze_layers(probe, frozen_layers)
     optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-6)
+    scaler = make_grad_scaler(precision)
     generator = torch.Generator().manual_seed(0)  # leaves the global random state alone
     indices = torch.randint(len(data), (batch_size,), generator=generator).tolist()
     times = []
     for _ in range(warmup + steps):
-        start = time.perf_counter()
+        start = clock()
         images, masks = data.batch(indices, generator, augment=True, crop_size=crop_size)
         train_step(probe, optimizer, images.to(device, memory_format=torch.channels_last),
-                   masks.to(device), bf16_autocast(device))
-        times.append(time.perf_counter() - start)
+                   masks.to(device), precision, scaler)
+        times.append(clock() - start)
     return float(np.median(times[warmup:]))
 
 
@@ -772,8 +849,56 @@ class _LoadProgress:
                      f"~{_format_time(left)} left", flush=True)
 
 
-def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
-                epochs: Optional[int] = None,
+# The allowed values of train_model's numeric options (the command line checks the same rules).
+OPTION_RULES: Dict[str, Tuple[type, Callable[[float], bool], str]] = {
+    "steps": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "epochs": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "batch_size": (int, lambda v: v >= 1, "a whole number >= 1"),
+    "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
+    "time_budget": (float, lambda v: v > 0, "a number of seconds > 0"),
+    "minutes": (float, lambda v: v > 0, "a number of minutes > 0"),
+    "val_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "reflection_prob": (float, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "min_crop_area": (float, lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
+    "early_fraction": (float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+    "warmup_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "lr": (float, lambda v: v > 0, "a number > 0"),
+    "encoder_lr_scale": (float, lambda v: v >= 0, "a number >= 0"),
+    "weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
+    "image_size": (int, lambda v: v >= 32, "a whole number of pixels >= 32"),
+    "crop_size": (int, lambda v: v >= 32, "a whole number of pixels >= 32"),
+    "early_crop_size": (int, lambda v: v == 0 or v >= 32, "0 (off) or a whole number >= 32"),
+    "frozen_layers": (int, lambda v: 0 <= v <= 18, "a whole number in [0, 18]"),
+}
+
+
+def check_option(name: str, value) -> None:
+    """ValueError naming `name` and its allowed range unless `value` is allowed (OPTION_RULES)."""
+    kind, allowed, text = OPTION_RULES[name]
+    types = (int,) if kind is int else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, types) or value != value
+            or not allowed(value)):
+        raise ValueError(f"{name} must be {text}, got {value!r}")
+
+
+def check_train_options(steps: Optional[int], epochs: Optional[int], device: Optional[str],
+                        fit_options: Dict, **options) -> torch.device:
+    """Check train_model's keywords before any data is read; returns the training device."""
+    if steps is not None and epochs is not None:
+        raise ValueError(f"give steps or epochs, not both (got steps={steps}, epochs={epochs})")
+    unknown = sorted(set(fit_options) - set(inspect.signature(fit).parameters))
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+    named = {"steps": steps, "epochs": epochs, **fit_options, **options}
+    for name, value in named.items():
+        if name in OPTION_RULES and value is not None:
+            check_option(name, value)
+    device = resolve_device(device)
+    choose_precision(device, fit_options.get("precision", "auto"))
+    return device
+
+
+def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optional[int] = None,
                 seed: int = TRAIN_DEFAULTS["seed"], encoder_weights="imagenet",
                 out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
                 val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
@@ -783,8 +908,9 @@ def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
                 **fit_options) -> UNet:
     """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
 
-    The defaults reproduce the shipped checkpoint. Training takes `steps` batches whatever the
-    folder's size (`epochs` asks for full passes instead). `encoder_weights`: "imagenet" (the
+    The defaults reproduce the shipped checkpoint. Training takes `steps` batches (default
+    TRAIN_DEFAULTS["steps"]) whatever the folder's size; `epochs` asks for full passes instead
+    (not both). `encoder_weights`: "imagenet" (the
     SEGMENTATION_ENCODER_WEIGHTS file if set, else torchvision's), a path, or None (random).
     `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
@@ -792,7 +918,12 @@ def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
     augmented `crop_size` windows. The training state is kept in `<out_path>.state` after
     each epoch; `resume=True` continues it.
     `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
+    Every option is checked before any file is read: a value out of range is a ValueError.
     """
+    device = check_train_options(steps, epochs, device, fit_options, seed=seed,
+                                 val_fraction=val_fraction, image_size=image_size,
+                                 crop_size=crop_size)
+    steps = TRAIN_DEFAULTS["steps"] if steps is None and epochs is None else steps
     log = print if verbose else (lambda *args, **kwargs: None)
     # The state file follows the requested path, so the same command with resume=True finds it.
     state_path = Path(f"{out_path}.state") if out_path is not None else None
@@ -818,25 +949,32 @@ def train_model(train_data_path, *, steps: int = TRAIN_DEFAULTS["steps"],
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
+    precision = choose_precision(device, fit_options.get("precision", "auto"))
+    log(f"device {describe_device(device)}, precision {PRECISION_WORDS[precision]}")
     batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
-    total_steps = epochs * math.ceil(len(train_data) / batch_size) if epochs else steps
+    steps_per_pass = math.ceil(len(train_data) / batch_size)  # a pass's last batch may be short
+    total_steps = epochs * steps_per_pass if epochs else steps
     if verbose:
         frozen = fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"])
+        probe_start = time.time()
+        log("timing a few training steps on this machine ...", flush=True)
 
         def step_time(side: int) -> float:
-            return estimate_step_seconds(model, train_data, batch_size, side, frozen, device)
+            return estimate_step_seconds(model, train_data, batch_size, side, frozen, device,
+                                         precision)
 
         step_seconds = step_time(window)
         if early:  # the schedule's average step
             step_seconds = early_fraction * step_time(early) + (1 - early_fraction) * step_seconds
+        probe = f"timing took {_format_time(time.time() - probe_start)}"
         budget = fit_options.get("time_budget")
         if budget:  # the clock decides the length
             plan = f"for {_format_time(budget)}, about {budget / step_seconds:.0f} steps"
         else:
-            plan = (f"{total_steps} steps ({total_steps * batch_size / len(train_data):.1f} passes "
-                    f"over the data): expect about {_format_time(total_steps * step_seconds)}")
-        log(f"training {plan}; a step of {batch_size} images takes {step_seconds:.2f} s here",
-            flush=True)
+            plan = (f"{total_steps} steps ({total_steps / steps_per_pass:.1f} passes over the "
+                    f"data): expect about {_format_time(total_steps * step_seconds)} more")
+        log(f"training {plan}; a step of {min(batch_size, len(train_data))} images takes "
+            f"{step_seconds:.2f} s here ({probe})", flush=True)
     history = fit(model, train_data, val_data, steps=steps, epochs=epochs, seed=seed,
                   device=device, crop_size=crop_size, state_path=state_path, resume=resume,
                   verbose=verbose, **fit_options)
@@ -868,7 +1006,7 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
     prediction is averaged with that of the mirrored image (`flip_tta`), then resized back to
     the image's exact size.
     """
-    image = _open_image(Path(img_path))
+    image = open_image(Path(img_path))
     height, width = image.height, image.width
     # Resize first: a huge photo never exists as a float array.
     small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
@@ -907,16 +1045,79 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
-def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
-    """get_model() with a checkpoint loaded the way the grader loads it."""
-    path = Path(checkpoint)
+def short_message(text: str, limit: int = 300) -> str:
+    """`text` on one line, without terminal colour codes, cut at a word boundary within `limit`."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(text)).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+SAVE_ADVICE = "save the weights with torch.save(model.state_dict(), PATH)"
+
+
+def read_state_dict(path) -> Dict[str, torch.Tensor]:
+    """The state_dict in checkpoint file `path`, or a ValueError that says what the file is instead.
+
+    Loads tensors only where this torch can refuse other objects (weights_only, torch >= 1.13):
+    a checkpoint is never a reason to run code. Each kind of broken file gets its own message.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    model = get_model()
+    with open(path, "rb") as file:
+        head = file.read(16)
+    if not head:
+        raise ValueError(f"{path}: the file is empty")
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: damaged or incomplete (a zip archive without its end, "
+                             f"{path.stat().st_size} bytes): copy the file again")
+    elif not head.startswith(b"\x80"):  # neither a zip nor a pickle: not from torch.save
+        raise ValueError(f"{path}: not a PyTorch checkpoint (it begins {head[:12]!r}); "
+                         + SAVE_ADVICE)
+    safe = {"weights_only": True} if "weights_only" in inspect.signature(torch.load).parameters else {}
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-    except Exception as error:  # unpickling or key/shape mismatches: say which file
-        raise ValueError(f"{path}: not a state_dict of this model ({str(error)[:300]})") from None
+        state = torch.load(path, map_location="cpu", **safe)
+    except Exception as error:
+        if "weights_only" not in str(error) and "Unsupported global" not in str(error):
+            raise ValueError(f"{path}: torch.load cannot read it (damaged?): "
+                             f"{short_message(error)}") from None
+        # Objects other than tensors, refused unrun: most often a whole pickled model.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(f"{path}: holds a pickled Python object{what}, e.g. a whole model, not "
+                         f"a state_dict; {SAVE_ADVICE}") from None
+    if not isinstance(state, dict):
+        what = "a pickled model object" if isinstance(state, nn.Module) else f"a {type(state).__name__}"
+        raise ValueError(f"{path}: holds {what}, not a state_dict; {SAVE_ADVICE}")
+    others = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise ValueError(f"{path}: a dict whose entries {', '.join(map(str, others[:4]))} are not "
+                         f"tensors (a training state?), not a state_dict; {SAVE_ADVICE}")
+    return state
+
+
+def check_fits(model: nn.Module, state: Dict[str, torch.Tensor], path) -> None:
+    """ValueError naming the keys and shapes of `state` that do not fit `model` (strict loading)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(state[k].shape)} (the model's {list(v.shape)})"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                for label, keys in (("missing keys:", missing), ("unexpected keys:", extra),
+                                    ("other shapes:", shapes)) if keys]
+    if problems:
+        raise ValueError(f"{path}: does not fit get_model(): " + "; ".join(problems))
+
+
+def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
+    """get_model() with a checkpoint loaded strictly, as the grader loads it; in eval mode."""
+    state = read_state_dict(checkpoint)
+    model = get_model()
+    check_fits(model, state, checkpoint)
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -924,38 +1125,77 @@ def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
 # Command line
 # ------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the option, what is allowed, where to read more."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def _checked(name: str) -> Callable[[str], float]:
+    """An argparse type for option `name`: parsed and checked against OPTION_RULES."""
+    kind, _, text = OPTION_RULES[name]
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+            check_option(name, number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {text}, got {value!r}") from None
+        return number
+    return parse
+
+
+def _device_arg(value: str) -> str:
+    try:
+        resolve_device(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _Parser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train on DATA/{images,gt}/<class>/...")
+    train = commands.add_parser("train", help="train on DATA/{images,gt}/<class>/...",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("data", help="training folder, e.g. public_data/train")
-    train.add_argument("--steps", type=int, default=None,
-                       help=f"optimisation steps (batches of {TRAIN_DEFAULTS['batch_size']}), whatever "
-                            f"the data size (default: {TRAIN_DEFAULTS['steps']}; "
-                            f"{FAST_RECIPE['steps']} with --fast)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_checked("steps"), default=None,
+                        help=f"optimisation steps (batches of {TRAIN_DEFAULTS['batch_size']}), "
+                             f"whatever the data size (default: {TRAIN_DEFAULTS['steps']}; "
+                             f"{FAST_RECIPE['steps']} with --fast)")
+    length.add_argument("--epochs", type=_checked("epochs"), default=None,
+                        help="train for this many passes over the data instead of --steps")
+    length.add_argument("--minutes", type=_checked("minutes"), default=None,
+                        help="train for this many minutes instead, the schedule fitted to them")
     train.add_argument("--fast", action="store_true",
                        help="the fast recipe: frozen stem, smaller early windows, about 2/3 of the "
                             "time (lower IoU in our tests)")
-    train.add_argument("--reflections", type=float, default=TRAIN_DEFAULTS["reflection_prob"],
-                       metavar="P", help="give this share of training images a fake water "
-                                         "reflection of their object, labelled background "
-                                         "(e.g. 0.3; default %(default)s)")
-    train.add_argument("--epochs", type=int, default=None,
-                       help="train for this many passes over the data instead of --steps")
-    train.add_argument("--minutes", type=float, default=None,
-                       help="train for this many minutes instead, the schedule fitted to them")
-    train.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
+    train.add_argument("--reflections", type=_checked("reflection_prob"),
+                       default=TRAIN_DEFAULTS["reflection_prob"], metavar="P",
+                       help="give this share of training images a fake water reflection of their "
+                            "object, labelled background (e.g. 0.3)")
+    train.add_argument("--seed", type=_checked("seed"), default=TRAIN_DEFAULTS["seed"],
+                       help="seeds the decoder's initialisation, the shuffling and the augmentation")
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run of --out")
-    train.add_argument("--val-fraction", type=float, default=TRAIN_DEFAULTS["val_fraction"])
+    train.add_argument("--val-fraction", type=_checked("val_fraction"),
+                       default=TRAIN_DEFAULTS["val_fraction"],
+                       help="hold out this last share of each class and print its IoU every pass")
     train.add_argument("--encoder-weights", default="imagenet",
-                       help=f"MobileNetV2 ImageNet state_dict path (default: ${ENCODER_WEIGHTS_ENV}, "
-                            "else torchvision's); 'none' for random init")
-    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    pred = commands.add_parser("predict", help="predict the mask of one image")
-    pred.add_argument("image")
-    pred.add_argument("--model", default=DEFAULT_CHECKPOINT)
+                       help=f"MobileNetV2 ImageNet state_dict path (imagenet: ${ENCODER_WEIGHTS_ENV} "
+                            "if set, else torchvision's); 'none' for random init")
+    train.add_argument("--device", type=_device_arg, default=None,
+                       help="cpu, cuda or cuda:N (default: cuda if present)")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: bf16 on GPUs of compute capability 8.0 and up, fp16 with a "
+                            "gradient scaler on older GPUs, fp32 on the CPU")
+    pred = commands.add_parser("predict", help="predict the mask of one image",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pred.add_argument("image", help="the photo to segment (any size; grey or colour)")
+    pred.add_argument("--model", default=DEFAULT_CHECKPOINT, help="the checkpoint to load")
     pred.add_argument("--out", help="write the binary mask here as PNG (default: IMAGE.mask.png)")
     pred.add_argument("--overlay", action="store_true",
                       help="also draw the mask over the photo (IMAGE.overlay.png, beside the mask)")
@@ -964,16 +1204,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "train":
             weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
-            budget = args.minutes * 60 if args.minutes else None
-            recipe = dict(FAST_RECIPE) if args.fast else {"steps": TRAIN_DEFAULTS["steps"]}
-            if args.steps is not None or budget:  # a time budget sets the length itself
-                recipe["steps"] = args.steps or 10**9
+            recipe = dict(FAST_RECIPE) if args.fast else {}
+            if args.epochs or args.minutes:  # they set the length: no step count
+                recipe.pop("steps", None)
+            if args.steps is not None:
+                recipe["steps"] = args.steps
+            if args.minutes:  # the clock ends the run; the step count only has to outlast it
+                recipe["steps"] = 10**9
             if args.reflections:
                 recipe["reflection_prob"] = args.reflections
+            budget = args.minutes * 60 if args.minutes else None
             train_model(args.data, **recipe, epochs=args.epochs, time_budget=budget,
                         seed=args.seed, encoder_weights=weights,
                         out_path=args.out, overwrite=args.overwrite, resume=args.resume,
-                        val_fraction=args.val_fraction, device=args.device)
+                        val_fraction=args.val_fraction, device=args.device,
+                        precision=args.precision)
         else:
             prob = predict(load_model(args.model), args.image)
             mask = prob > 0.5

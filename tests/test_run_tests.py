@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import run_tests
+from conftest import make_dataset
 from segmentation import DataError
 
 
@@ -89,3 +90,79 @@ def test_wrong_prediction_shape_is_an_error(graded):
                                        (0.2, 2), (0.19, 0)])
 def test_marks(iou, mark):
     assert run_tests.marks_for(iou) == mark
+
+
+def _split(root, classes=("a",)):
+    """root/test/{images,gt}/<class>/ with two pairs a class."""
+    make_dataset(root / "test", classes=classes, per_class=2)
+    return root
+
+
+@pytest.mark.parametrize("case, words", [
+    ("typo", "no such folder (the nearest that exists"),
+    ("no_gt", "found {root}/test, but not {root}/test/gt"),
+    ("split_itself", "it is a split, not the data folder; give the folder above it"),
+    ("nested", "but {root}/course has one, one level deeper"),
+    ("train_only", "it holds train/ but no test/"),
+    ("a_file", "a file, not a folder"),
+    ("empty_gt", "no masks in <class>/<name>.png subfolders"),
+])
+def test_each_wrong_layout_says_what_is_there_and_what_is_missing(tmp_path, case, words):
+    root = tmp_path / "data"
+    given = root
+    if case == "typo":
+        _split(root)
+        given = tmp_path / "dta"
+    elif case == "no_gt":
+        shutil.rmtree(_split(root) / "test" / "gt")
+    elif case == "split_itself":
+        given = _split(root) / "test"
+    elif case == "nested":
+        _split(root / "course")
+    elif case == "train_only":
+        make_dataset(root / "train")
+    elif case == "a_file":
+        root.mkdir()
+        given = root / "notes.txt"
+        given.write_text("x")
+    elif case == "empty_gt":
+        for png in (_split(root) / "test" / "gt").rglob("*.png"):
+            png.unlink()
+    with pytest.raises(DataError) as info:
+        run_tests.find_test_folders(given)
+    assert words.format(root=root) in str(info.value)
+
+
+def test_outputs_of_predict_among_the_photos_are_skipped_and_named(graded, capsys):
+    """`segmentation.py predict --overlay` run inside test/images/<class>/ leaves X.mask.png and
+    X.overlay.png there; grading skips them instead of asking for their ground truth."""
+    root, truths, probs, predict_fn = graded
+    expected = run_tests.evaluate(predict_fn, root)["mean_iou"]
+    for name in ("x.mask.png", "x.overlay.png", "x.mask-1.png"):
+        _write(root / "test" / "images" / "a" / name, np.zeros((20, 30, 3), np.uint8))
+    assert run_tests.evaluate(predict_fn, root)["mean_iou"] == expected
+    skipped = run_tests.skipped_outputs(root / "test" / "images")
+    assert sorted(p.name for p in skipped) == ["x.mask-1.png", "x.mask.png", "x.overlay.png"]
+
+
+def test_an_unreadable_test_photo_is_the_datas_fault_not_the_uploads(tmp_path, capsys, monkeypatch):
+    data = _split(tmp_path / "data")
+    fake = data / "test" / "images" / "a" / "000.jpg"
+    fake.write_text("this is a text file")
+    with pytest.raises(DataError, match="1 test photo\\(s\\) cannot be graded") as info:
+        run_tests.grade_upload(data)
+    assert str(fake) in str(info.value) and "cannot be read as an image" in str(info.value)
+    assert run_tests.main([str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "upload rejected" not in err and str(fake) in err
+
+
+def test_help_lists_both_layouts_and_every_option_is_explained(capsys):
+    with pytest.raises(SystemExit):
+        run_tests.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "00_test_val_input/test/images/<class>/" in text and "00_test_val_gt/<class>/" in text
+    assert "test/images/<class>/<name>.jpg" in text and "examples/" in text
+    for option in ("--model", "--python", "--out", "--json", "--report", "--worst", "--overwrite"):
+        assert option in text
+    assert "(default: 24)" in text and "(default: segmentation_model.pth)" in text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -191,28 +189,38 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
     train_model(data, steps=2, encoder_weights=None, out_path=None, image_size=SIZE)
     printed = capsys.readouterr().out.splitlines()
     loaded = next(i for i, line in enumerate(printed) if line.startswith("loaded 6 training"))
+    device = next(i for i, line in enumerate(printed) if line.startswith("device cpu"))
     plan = next(i for i, line in enumerate(printed) if line.startswith("training 2 steps"))
     first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
-    assert loaded < plan < first_epoch
-    assert "expect about" in printed[plan] and "a step of 16 images takes" in printed[plan]
+    assert loaded < device < plan < first_epoch
+    assert printed[device].endswith("precision fp32")
+    # 6 images make a batch of 6, not 16: a step is a pass, and the plan says so.
+    assert "(2.0 passes over the data)" in printed[plan] and "a step of 6 images" in printed[plan]
+    assert "expect about" in printed[plan] and "timing took" in printed[plan]
+    assert printed[first_epoch].startswith("epoch   1/2")
 
 
 def test_step_estimate_counts_the_augmentation(data, monkeypatch):
-    """The plan's step time includes making the augmented batch on the CPU (on a GPU that costs
-    more than the step itself), and measuring it leaves the global random state alone."""
+    """The plan's step time includes making the augmented batch, the warm-up steps are not timed,
+    and measuring leaves the global random state alone. A fake clock that only the batch
+    advances makes this independent of the machine's load."""
+    now = [0.0]
     batch = SegmentationData.batch
+    calls = []
 
     def slow_batch(self, *args, **kwargs):
-        time.sleep(0.3)
+        calls.append(kwargs.get("augment"))
+        now[0] += 0.3 * len(calls)  # the 1st batch costs 0.3 s, the 2nd 0.6 s, ...
         return batch(self, *args, **kwargs)
 
-    model = get_model()
-    quick = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0)
     monkeypatch.setattr(SegmentationData, "batch", slow_batch)
+    model = get_model()
     rng = torch.get_rng_state()
-    slow = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0)
+    seconds = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0,
+                                                 warmup=2, steps=3, clock=lambda: now[0])
     assert torch.equal(torch.get_rng_state(), rng)
-    assert slow >= 0.3 > quick, (quick, slow)
+    assert calls == [True] * 5                          # augmented batches, 2 warm-up + 3 timed
+    assert seconds == pytest.approx(0.3 * 4)            # the median of 0.9, 1.2, 1.5
 
 
 def test_train_command_fast_recipe(monkeypatch):
@@ -227,5 +235,101 @@ def test_train_command_fast_recipe(monkeypatch):
     fast, short, plain, water = calls
     assert {k: fast[k] for k in segmentation.FAST_RECIPE} == segmentation.FAST_RECIPE
     assert short["steps"] == 5 and short["frozen_layers"] == 4
-    assert plain["steps"] == segmentation.TRAIN_DEFAULTS["steps"] and "frozen_layers" not in plain
+    assert "steps" not in plain and "frozen_layers" not in plain  # train_model's defaults
     assert "reflection_prob" not in plain and water["reflection_prob"] == 0.3
+
+
+def _no_data_read(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data was read before the options were checked")
+    monkeypatch.setattr(SegmentationData, "__init__", refuse)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--steps", "-5"], "--steps"), (["--steps", "0"], "--steps"),
+    (["--epochs", "2", "--steps", "5"], "--steps"), (["--epochs", "0"], "--epochs"),
+    (["--minutes", "-1"], "--minutes"), (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--reflections", "2"], "--reflections"), (["--device", "foo"], "--device"),
+    (["--precision", "fp8"], "--precision"), (["--seed", "x"], "--seed")])
+def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, option, capsys,
+                                                                       monkeypatch):
+    _no_data_read(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        segmentation.main(["train", "data", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"argument {option}" in err[0], err
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": -5}, "steps must be a whole number >= 1"), ({"steps": 0}, "steps must be"),
+    ({"steps": 5, "epochs": 2}, "not both"), ({"epochs": 0}, "epochs must be"),
+    ({"val_fraction": 1.5}, r"val_fraction must be a fraction in \[0, 1\)"),
+    ({"reflection_prob": 2}, "reflection_prob must be"), ({"time_budget": 0}, "time_budget"),
+    ({"device": "foo"}, "device must be cpu, cuda or cuda:N"),
+    ({"precision": "fp16"}, "fp16 needs a CUDA GPU"), ({"batch_sise": 8}, "unknown training option")])
+def test_train_model_checks_its_options_before_reading(options, message, monkeypatch):
+    _no_data_read(monkeypatch)
+    with pytest.raises(ValueError, match=message):
+        train_model("data", out_path=None, **options)
+
+
+class FakeCuda:
+    """torch.cuda as a machine with one GPU of the given compute capability would show it."""
+
+    def __init__(self, monkeypatch, capability, name):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        # The trap: emulated bf16 makes this answer True even on a T4.
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+
+@pytest.mark.parametrize("capability, name, expected", [
+    ((7, 5), "Tesla T4", "fp16"), ((6, 0), "Tesla P100-PCIE-16GB", "fp16"),
+    ((7, 0), "Tesla V100-SXM2-16GB", "fp16"), ((8, 0), "NVIDIA A100-SXM4-40GB", "bf16"),
+    ((9, 0), "NVIDIA H100 80GB HBM3", "bf16"), ((8, 6), "NVIDIA GeForce RTX 3060", "bf16")])
+def test_precision_follows_the_card(monkeypatch, capability, name, expected):
+    FakeCuda(monkeypatch, capability, name)
+    device = segmentation.resolve_device("cuda")
+    assert segmentation.choose_precision(device) == expected
+    assert name in segmentation.describe_device(device)
+    assert segmentation.choose_precision(device, "fp32") == "fp32"
+    scaler = segmentation.make_grad_scaler(expected)
+    assert (scaler is not None) == (expected == "fp16")  # fp16 trains with a gradient scaler
+
+
+def test_bf16_is_refused_on_a_card_without_it(monkeypatch):
+    FakeCuda(monkeypatch, (7, 5), "Tesla T4")
+    with pytest.raises(ValueError, match="Tesla T4.*no native bf16"):
+        segmentation.choose_precision(segmentation.resolve_device("cuda"), "bf16")
+
+
+def test_cpu_trains_in_fp32_whatever_the_gpu_question_says(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert segmentation.choose_precision(torch.device("cpu")) == "fp32"
+    assert segmentation.resolve_device(None) == torch.device("cpu") or torch.cuda.is_available()
+
+
+def test_scaler_path_scales_steps_and_skips_an_overflow(data):
+    """fp16's path through train_step: loss scaled before backward, a step whose gradients
+    overflowed skipped and the scale lowered (the scaler on the CPU, as the GPU's works)."""
+    GradScaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+    if GradScaler is None:
+        pytest.skip("this torch has no device-independent GradScaler")
+    torch.manual_seed(0)
+    model = get_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = GradScaler("cpu", init_scale=2.0 ** 10)
+    images, masks = data[0].batch(range(4))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = segmentation.train_step(model, optimizer, images, masks, "fp32", scaler)
+    assert loss > 0 and scaler.get_scale() == 2.0 ** 10
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    after_good_step = [p.detach().clone() for p in model.parameters()]
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("inf")  # the forward pass overflows: gradients are not finite
+    segmentation.train_step(model, optimizer, bad, masks, "fp32", scaler)
+    assert scaler.get_scale() == 2.0 ** 9
+    assert all(torch.equal(a, b) for a, b in zip(after_good_step, model.parameters()))

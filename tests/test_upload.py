@@ -74,7 +74,7 @@ def test_a_dependency_the_grader_lacks_is_named_even_when_installed_here(project
 def test_a_pickled_model_is_named(project):
     folder, data = project
     torch.save(get_model(), folder / "segmentation_model.pth")
-    with pytest.raises(run_tests.UploadError, match="pickled model object, not a state_dict"):
+    with pytest.raises(run_tests.UploadError, match="pickled .*object.* not a state_dict"):
         run_tests.grade_upload(data, folder)
 
 
@@ -139,3 +139,37 @@ def test_grader_env_skips_without_python_39(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "SKIPPED, no Python 3.9 found" in result.stdout
     assert not (tmp_path / ".grader-venv").exists()
+
+
+@pytest.mark.parametrize("kind, words", [("text", "not a PyTorch checkpoint"),
+                                         ("truncated", "damaged or incomplete"),
+                                         ("state", "are not tensors (a training state?)")])
+def test_a_broken_checkpoint_is_named_for_what_it_is(project, kind, words):
+    folder, data = project
+    from test_contract import _broken_checkpoints  # the same broken files as the loader's test
+    (folder.parent / "broken").mkdir()
+    broken = _broken_checkpoints(folder.parent / "broken")[kind]
+    shutil.copy(broken, folder / "segmentation_model.pth")
+    with pytest.raises(run_tests.UploadError) as info:
+        run_tests.grade_upload(data, folder)
+    message = str(info.value)
+    assert words in message and "pickled" not in message and "weights_only" not in message
+
+
+@pytest.mark.parametrize("layout, words", [
+    ("train_only", "it holds train/ but no test/"),
+    ("nested", "public_data/public_data has one, one level deeper")])
+def test_an_incomplete_public_data_is_diagnosed_not_replaced_by_the_examples(
+        tmp_path, capsys, monkeypatch, layout, words):
+    project = tmp_path / "project"
+    public = project / "public_data"
+    (project / "tests").mkdir(parents=True)
+    shutil.copytree(EXAMPLES, project / "examples")
+    if layout == "train_only":
+        make_dataset(public / "train")
+    else:
+        make_dataset(public / "public_data" / "test")
+    monkeypatch.setattr(run_tests, "ROOT", project)
+    assert run_tests.main([]) == 1
+    captured = capsys.readouterr()
+    assert words in captured.err and "examples" not in captured.out
