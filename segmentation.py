@@ -59,7 +59,6 @@ TRAIN_DEFAULTS = dict(
     frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4, no backward through them)
     early_crop_size=0,                # >0: the first early_fraction of steps on these smaller windows
     early_fraction=0.5,               # (progressive resizing: cheaper steps while the model is rough)
-    reflection_prob=0.0,              # share of training images given a fake water reflection
 )
 # `train --fast`: a frozen stem and progressive resizing train 1.65x as many images a second,
 # so its 2,200 steps take about 2/3 of the defaults' time. It beat the defaults at equal time on
@@ -201,23 +200,34 @@ class SegmentationData:
         part.images, part.masks = self.images[list(indices)], self.masks[list(indices)]
         return part
 
+    def to(self, device) -> "SegmentationData":
+        """The same data with its tensors on `device` (itself when they are there already).
+
+        Training keeps the decoded photos on the training device as uint8 (1,323 pairs at 288:
+        0.4 GB), so batches are cut and augmented there and never cross the bus as floats.
+        """
+        if self.images.device == torch.device(device):
+            return self
+        moved = copy.copy(self)
+        moved.images, moved.masks = self.images.to(device), self.masks.to(device)
+        return moved
+
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-              reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
+              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors.
+        """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors,
+        on the data's device.
 
-        With `augment`, every pair is augmented and S is `crop_size`, at most the stored size.
+        With `augment`, the batch is augmented (augment_batch) and S is `crop_size`, at most the
+        stored size.
         """
-        images = self.images[list(indices)].float() / 255
-        masks = self.masks[list(indices)].float() / 255
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.images.device)
+        images = self.images[index].float() / 255
+        masks = self.masks[index].float() / 255
         if augment:
             out_size = min(crop_size or images.shape[-1], images.shape[-1])
-            pairs = [augment_pair(i, m, generator, out_size, min_crop_area, reflection_prob)
-                     for i, m in zip(images, masks)]
-            images = torch.stack([p[0] for p in pairs])
-            masks = torch.stack([p[1] for p in pairs])
+            images, masks = augment_batch(images, masks, generator, out_size, min_crop_area)
         return normalize(images), (masks > 0.5).float()
 
 
@@ -241,82 +251,49 @@ def split_indices(pairs: Sequence[Tuple[Path, Path, str]], val_fraction: float
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] RGB to the encoder's ImageNet-normalised input."""
-    mean = torch.tensor(MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=images.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std
 
 
-def _uniform(generator: Optional[torch.Generator], low: float, high: float) -> float:
-    return low + (high - low) * torch.rand(1, generator=generator).item()
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: Optional[torch.Generator],
+                  out_size: int, min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Jointly augment N x 3 x S x S images and N x 1 x S x S masks in [0, 1], as whole-batch
+    tensor ops on their own device: crop, resize to `out_size`, flip, colour.
 
-
-def add_reflection(image: torch.Tensor, mask: torch.Tensor,
-                   generator: Optional[torch.Generator]) -> torch.Tensor:
-    """The 3 x S x S image with a water reflection of its object painted below the object.
-
-    The object (mask > 0.5) is mirrored about its lowest row, darkened, tinted towards the
-    colours it falls on, rippled (rows shifted sideways by a sine) and blended in, fading with
-    depth. The mask is not changed: the reflection is background, as the ground truth of water
-    birds marks it, and this teaches the model to reject a mirrored copy under an object.
+    Each pair gets a crop of `min_crop_area`-100% of its area with aspect 3/4-4/3 anywhere in
+    the image, resized to `out_size` square, mirrored half the time: one affine resampling
+    (grid_sample) of image and mask together. A smaller `out_size` than S makes the crops show
+    objects both smaller and larger than at S, around the scale `predict` uses. Then
+    brightness and contrast 0.7-1.3, and saturation 0.7-1.3 or, one time in ten, grey.
+    The random numbers come from `generator` on the CPU: the same batch on any device.
     """
-    size = image.shape[-1]
-    rows = torch.nonzero(mask[0].amax(dim=1) > 0.5)[:, 0]
-    if len(rows) == 0 or int(rows[-1]) >= size - 8:  # no object, or no room below it
-        return image
-    bottom = int(rows[-1])
-    depth = min(size - 1 - bottom, bottom + 1)   # rows the mirror image can fill
-    source = torch.arange(bottom, bottom - depth, -1)          # row bottom-k lands on bottom+1+k
-    shift = _uniform(generator, 1.0, 4.0) * torch.sin(
-        torch.arange(depth) * (2 * math.pi / _uniform(generator, 6.0, 20.0)) + _uniform(generator, 0, 6.3))
-    columns = (torch.arange(size)[None] - shift.round().long()[:, None]).clamp(0, size - 1)
-    mirrored = image[:, source][:, torch.arange(depth)[:, None], columns]  # 3 x depth x S
-    alpha = mask[:, source][:, torch.arange(depth)[:, None], columns]
-    below = image[:, bottom + 1:bottom + 1 + depth]
-    tint = below.mean(dim=(1, 2), keepdim=True)
-    mirrored = (mirrored * _uniform(generator, 0.4, 0.9) + tint * _uniform(generator, 0.0, 0.4)).clamp(0, 1)
-    fade = 1 - torch.linspace(0, _uniform(generator, 0.0, 0.8), depth)[None, :, None]
-    alpha = alpha * fade * _uniform(generator, 0.5, 0.9)
-    image = image.clone()
-    image[:, bottom + 1:bottom + 1 + depth] = below * (1 - alpha) + mirrored * alpha
-    return image
+    n = images.shape[0]
+    draw = torch.rand(n, 9, generator=generator).to(images.device)
+    area = min_crop_area + (1 - min_crop_area) * draw[:, 0]
+    aspect = torch.exp(math.log(3 / 4) + math.log(16 / 9) * draw[:, 1])
+    # The crop's width and height as fractions of the image's side, its centre in [-1, 1].
+    width, height = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    mirror = 1 - 2 * (draw[:, 4] < 0.5).float()
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = width * mirror, (1 - width) * (2 * draw[:, 2] - 1)
+    theta[:, 1, 1], theta[:, 1, 2] = height, (1 - height) * (2 * draw[:, 3] - 1)
+    grid = F.affine_grid(theta, [n, 4, out_size, out_size], align_corners=False)
+    pair = F.grid_sample(torch.cat([images, masks], 1), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False)
+    images, masks = pair[:, :3], pair[:, 3:]
 
+    def factor(column: int) -> torch.Tensor:  # a per-image factor in 0.7-1.3
+        return (0.7 + 0.6 * draw[:, column]).view(n, 1, 1, 1)
 
-def augment_pair(image: torch.Tensor, mask: torch.Tensor, generator: Optional[torch.Generator],
-                 out_size: Optional[int] = None,
-                 min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-                 reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"]
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Jointly augment a 3 x S x S image and 1 x S x S mask in [0, 1]: a reflection now and then
-    (`reflection_prob`), crop, flip, colour.
-
-    The result is `out_size` square (default S). A smaller `out_size` makes the crops show
-    objects both smaller and larger than at S, around the scale `predict` uses.
-    """
-    size = image.shape[-1]
-    out_size = out_size or size
-    # No random draw when reflections are off: the other augmentations stay as they were.
-    if reflection_prob > 0 and _uniform(generator, 0, 1) < reflection_prob:
-        image = add_reflection(image, mask, generator)
-    # Random crop of min_crop_area-100% of the area, aspect 3/4-4/3, resized to out_size square.
-    area = _uniform(generator, min_crop_area, 1.0)
-    ratio = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
-    w = min(size, int(round(size * math.sqrt(area * ratio))))
-    h = min(size, int(round(size * math.sqrt(area / ratio))))
-    x0 = int(_uniform(generator, 0, size - w + 1 - 1e-6))
-    y0 = int(_uniform(generator, 0, size - h + 1 - 1e-6))
-    pair = torch.cat([image, mask])[None, :, y0:y0 + h, x0:x0 + w]
-    pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False)[0]
-    if _uniform(generator, 0, 1) < 0.5:
-        pair = pair.flip(-1)
-    image, mask = pair[:3], pair[3:]
-    # Colour: brightness, contrast, saturation; sometimes grey, as some photos are.
-    image = image * _uniform(generator, 0.7, 1.3)
-    mean = image.mean()
-    image = (image - mean) * _uniform(generator, 0.7, 1.3) + mean
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
-    saturation = 0.0 if _uniform(generator, 0, 1) < 0.1 else _uniform(generator, 0.7, 1.3)
-    image = grey + (image - grey) * saturation
-    return image.clamp(0, 1), mask
+    images = images * factor(5)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images = (images - mean) * factor(6) + mean
+    grey = 0.299 * images[:, :1] + 0.587 * images[:, 1:2] + 0.114 * images[:, 2:]
+    saturation = factor(8) * (draw[:, 7] >= 0.1).float().view(n, 1, 1, 1)
+    images = grey + (images - grey) * saturation
+    return images.clamp(0, 1), masks
 
 
 # ------------------------------------------------------------------------------------------
@@ -549,7 +526,7 @@ def evaluate_batches(model: nn.Module, data: SegmentationData, device: torch.dev
     for start in range(0, len(data), batch_size):
         images, masks = data.batch(range(start, min(start + batch_size, len(data))))
         pred = (model(images.to(device)) > 0).cpu().numpy()
-        scores += [iou_score(p, m) for p, m in zip(pred, masks.numpy() > 0.5)]
+        scores += [iou_score(p, m) for p, m in zip(pred, masks.cpu().numpy() > 0.5)]
     return float(np.mean(scores))
 
 
@@ -678,7 +655,6 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
         early_crop_size: int = TRAIN_DEFAULTS["early_crop_size"],
         early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
-        reflection_prob: float = TRAIN_DEFAULTS["reflection_prob"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         precision: str = "auto", state_path: Optional[Path] = None, resume: bool = False,
         verbose: bool = True) -> List[Dict[str, float]]:
@@ -699,6 +675,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     device = resolve_device(device)
     precision = choose_precision(device, precision)
     scaler = make_grad_scaler(precision)
+    train_data = train_data.to(device)  # batches are cut and augmented where the model runs
+    val_data = val_data.to(device) if val_data is not None else None
     # channels_last: about 25% faster convolutions on CPU, and the layout GPUs prefer.
     model.to(device, memory_format=torch.channels_last)
     generator = seed_everything(seed)
@@ -753,10 +731,9 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                 group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=window_at(progress),
-                                             min_crop_area=min_crop_area,
-                                             reflection_prob=reflection_prob)
-            images = images.to(device, memory_format=torch.channels_last)
-            losses.append(train_step(model, optimizer, images, masks.to(device), precision, scaler))
+                                             min_crop_area=min_crop_area)
+            images = images.contiguous(memory_format=torch.channels_last)
+            losses.append(train_step(model, optimizer, images, masks, precision, scaler))
             if time_budget and time.time() - start >= time_budget:
                 break
         record = {"epoch": epoch + 1, "steps": epoch * steps_per_epoch + len(losses),
@@ -818,6 +795,7 @@ def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: 
     steps are not timed. The median of `steps` timed steps, read from `clock`."""
     device = resolve_device(device)
     precision = choose_precision(device, precision)
+    data = data.to(device)
     probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     freeze_layers(probe, frozen_layers)
     optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-6)
@@ -828,8 +806,8 @@ def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: 
     for _ in range(warmup + steps):
         start = clock()
         images, masks = data.batch(indices, generator, augment=True, crop_size=crop_size)
-        train_step(probe, optimizer, images.to(device, memory_format=torch.channels_last),
-                   masks.to(device), precision, scaler)
+        train_step(probe, optimizer, images.contiguous(memory_format=torch.channels_last), masks,
+                   precision, scaler)
         times.append(clock() - start)
     return float(np.median(times[warmup:]))
 
@@ -858,7 +836,6 @@ OPTION_RULES: Dict[str, Tuple[type, Callable[[float], bool], str]] = {
     "time_budget": (float, lambda v: v > 0, "a number of seconds > 0"),
     "minutes": (float, lambda v: v > 0, "a number of minutes > 0"),
     "val_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    "reflection_prob": (float, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "min_crop_area": (float, lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
     "early_fraction": (float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "warmup_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
@@ -1172,10 +1149,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train.add_argument("--fast", action="store_true",
                        help="the fast recipe: frozen stem, smaller early windows, about 2/3 of the "
                             "time (lower IoU in our tests)")
-    train.add_argument("--reflections", type=_checked("reflection_prob"),
-                       default=TRAIN_DEFAULTS["reflection_prob"], metavar="P",
-                       help="give this share of training images a fake water reflection of their "
-                            "object, labelled background (e.g. 0.3)")
     train.add_argument("--seed", type=_checked("seed"), default=TRAIN_DEFAULTS["seed"],
                        help="seeds the decoder's initialisation, the shuffling and the augmentation")
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
@@ -1211,8 +1184,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 recipe["steps"] = args.steps
             if args.minutes:  # the clock ends the run; the step count only has to outlast it
                 recipe["steps"] = 10**9
-            if args.reflections:
-                recipe["reflection_prob"] = args.reflections
             budget = args.minutes * 60 if args.minutes else None
             train_model(args.data, **recipe, epochs=args.epochs, time_budget=budget,
                         seed=args.seed, encoder_weights=weights,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import make_dataset
-from segmentation import (DataError, SegmentationData, add_reflection, augment_pair, find_pairs,
+from segmentation import (DataError, SegmentationData, augment_batch, find_pairs,
                           read_image, read_mask, split_indices)
 
 
@@ -96,16 +96,59 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expec
 def test_crops_cover_at_least_min_crop_area(min_crop_area):
     """A horizontal ramp as the 'mask' shows how wide each crop was: its span after the crop
     is the crop's width as a fraction of the image."""
-    ramp = torch.linspace(0, 1, 200).expand(1, 200, 200).contiguous()
+    ramp = torch.linspace(0, 1, 200).expand(300, 1, 200, 200)
     generator = torch.Generator().manual_seed(0)
-    spans = []
-    for _ in range(300):
-        _, crop = augment_pair(torch.rand(3, 200, 200), ramp, generator, 100, min_crop_area)
-        spans.append((crop.max() - crop.min()).item())
+    _, crops = augment_batch(torch.rand(300, 3, 200, 200), ramp, generator, 100, min_crop_area)
+    spans = (crops.amax(dim=(1, 2, 3)) - crops.amin(dim=(1, 2, 3))).tolist()
     # Width = sqrt(area * aspect) with aspect down to 3/4; a little slack for interpolation.
     assert min(spans) >= (min_crop_area * 3 / 4) ** 0.5 - 0.02
     assert min(spans) < (min_crop_area * 4 / 3) ** 0.5  # the smallest crops are actually drawn
     assert max(spans) > 0.95
+    mirrored = [(c[0, 0, 0] > c[0, 0, -1]).item() for c in crops]
+    assert 0.35 < sum(mirrored) / len(mirrored) < 0.65  # half of them mirrored
+
+
+def _squares(n: int = 8, size: int = 64):
+    """n white squares of different places and sizes on black, with their masks, in [0, 1]."""
+    images, masks = torch.zeros(n, 3, size, size), torch.zeros(n, 1, size, size)
+    for i in range(n):
+        top, left, side = 4 + 3 * i, 30 - 3 * i, 12 + 2 * i
+        images[i, :, top:top + side, left:left + side] = 1
+        masks[i, :, top:top + side, left:left + side] = 1
+    return images, masks
+
+
+def test_augmented_batch_shapes_binary_masks_and_alignment():
+    images, masks = _squares()
+    out_images, out_masks = augment_batch(images, masks, torch.Generator().manual_seed(0), 48)
+    assert out_images.shape == (8, 3, 48, 48) and out_masks.shape == (8, 1, 48, 48)
+    assert 0 <= out_images.min() and out_images.max() <= 1
+    binary = out_masks > 0.5
+    for image, mask in zip(out_images, binary):
+        bright = image.mean(0) > image.mean()  # the square after colour changes
+        assert (bright == mask[0]).float().mean() > 0.95
+    data = SegmentationData.__new__(SegmentationData)
+    data.images, data.masks = (images * 255).byte(), (masks * 255).byte()
+    _, batch_masks = data.batch(range(8), torch.Generator().manual_seed(0), augment=True, crop_size=48)
+    assert set(batch_masks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_same_seed_same_batch_and_another_seed_another():
+    images, masks = _squares()
+
+    def run(seed):
+        return augment_batch(images, masks, torch.Generator().manual_seed(seed), 48)
+    first, again, other = run(0), run(0), run(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_grey_images_now_and_then():
+    """One image in ten loses its colour: all three channels equal."""
+    images = torch.rand(400, 3, 16, 16)
+    out, _ = augment_batch(images, torch.zeros(400, 1, 16, 16), torch.Generator().manual_seed(0), 16)
+    grey = ((out[:, 0] - out[:, 1]).abs().amax(dim=(1, 2)) < 1e-6).float().mean().item()
+    assert 0.05 < grey < 0.15
 
 
 def test_split_holds_out_a_block_per_class(tiny_data):
@@ -133,19 +176,3 @@ def test_loading_reports_progress(tiny_data):
     seen = []
     data = SegmentationData(tiny_data, 32, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, len(data)) for i in range(len(data))]
-
-
-def test_reflection_is_painted_below_the_object_and_labelled_background():
-    image = torch.full((3, 64, 64), 0.2)
-    mask = torch.zeros(1, 64, 64)
-    mask[:, 10:30, 20:40] = 1
-    image[:, 10:30, 20:40] = 0.9  # a bright object over a dark background
-    reflected = add_reflection(image, mask, torch.Generator().manual_seed(0))
-    assert torch.equal(reflected[:, :30], image[:, :30])          # object and above: untouched
-    below = reflected[:, 30:50, 20:40] - image[:, 30:50, 20:40]
-    assert below.mean() > 0.05                                     # a brighter mirror image below
-    assert torch.equal(reflected[:, 30:, :10], image[:, 30:, :10])  # nowhere near it: untouched
-    touching = torch.zeros(1, 64, 64)
-    touching[:, 40:, 20:40] = 1                                    # no room below the object
-    assert torch.equal(add_reflection(image, touching, torch.Generator()), image)
-    assert torch.equal(add_reflection(image, torch.zeros(1, 64, 64), torch.Generator()), image)

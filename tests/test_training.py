@@ -224,19 +224,20 @@ def test_step_estimate_counts_the_augmentation(data, monkeypatch):
 
 
 def test_train_command_fast_recipe(monkeypatch):
-    """`train --fast` passes the fast recipe, --steps still sets the length, plain `train` the
-    defaults, --reflections the share of reflected images."""
+    """`train --fast` passes the fast recipe, --steps still sets the length, --epochs replaces
+    the recipe's steps, plain `train` leaves the defaults to train_model."""
     calls = []
     monkeypatch.setattr(segmentation, "train_model", lambda data, **kwargs: calls.append(kwargs))
     assert segmentation.main(["train", "data", "--fast"]) == 0
     assert segmentation.main(["train", "data", "--fast", "--steps", "5"]) == 0
+    assert segmentation.main(["train", "data", "--fast", "--epochs", "3"]) == 0
     assert segmentation.main(["train", "data"]) == 0
-    assert segmentation.main(["train", "data", "--reflections", "0.3"]) == 0
-    fast, short, plain, water = calls
+    fast, short, passes, plain = calls
     assert {k: fast[k] for k in segmentation.FAST_RECIPE} == segmentation.FAST_RECIPE
     assert short["steps"] == 5 and short["frozen_layers"] == 4
+    assert passes["epochs"] == 3 and "steps" not in passes
     assert "steps" not in plain and "frozen_layers" not in plain  # train_model's defaults
-    assert "reflection_prob" not in plain and water["reflection_prob"] == 0.3
+    assert plain["precision"] == "auto"
 
 
 def _no_data_read(monkeypatch):
@@ -249,7 +250,7 @@ def _no_data_read(monkeypatch):
     (["--steps", "-5"], "--steps"), (["--steps", "0"], "--steps"),
     (["--epochs", "2", "--steps", "5"], "--steps"), (["--epochs", "0"], "--epochs"),
     (["--minutes", "-1"], "--minutes"), (["--val-fraction", "1.5"], "--val-fraction"),
-    (["--reflections", "2"], "--reflections"), (["--device", "foo"], "--device"),
+    (["--device", "foo"], "--device"),
     (["--precision", "fp8"], "--precision"), (["--seed", "x"], "--seed")])
 def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, option, capsys,
                                                                        monkeypatch):
@@ -265,7 +266,7 @@ def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, opt
     ({"steps": -5}, "steps must be a whole number >= 1"), ({"steps": 0}, "steps must be"),
     ({"steps": 5, "epochs": 2}, "not both"), ({"epochs": 0}, "epochs must be"),
     ({"val_fraction": 1.5}, r"val_fraction must be a fraction in \[0, 1\)"),
-    ({"reflection_prob": 2}, "reflection_prob must be"), ({"time_budget": 0}, "time_budget"),
+    ({"min_crop_area": 0}, "min_crop_area must be"), ({"time_budget": 0}, "time_budget"),
     ({"device": "foo"}, "device must be cpu, cuda or cuda:N"),
     ({"precision": "fp16"}, "fp16 needs a CUDA GPU"), ({"batch_sise": 8}, "unknown training option")])
 def test_train_model_checks_its_options_before_reading(options, message, monkeypatch):
