@@ -1174,6 +1174,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="also draw the mask over the photo (IMAGE.overlay.png, beside the mask)")
     pred.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     args = parser.parse_args(argv)
+    if args.command == "train":  # a precision the device cannot run is a usage error too
+        try:
+            choose_precision(resolve_device(args.device), args.precision)
+        except ValueError as error:
+            train.error(f"argument --precision: {error}")
     try:
         if args.command == "train":
             weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights

@@ -1,7 +1,7 @@
-"""Two checkpoints side by side on one test class's worst frames: a before/after picture.
+"""Two checkpoints side by side on one test class's worst frames, with a colour key.
 
     python bench/before_after.py OLD.pth NEW.pth --data ../shared/data/public_data \
-        --class davis.mallard-water --figure docs/water-before-after.png
+        --class davis.mallard-water --figure docs/water-shipped-vs-fast.png
 
 --data is a folder with test/{images,gt} (as run_tests.py takes) or a split's {images,gt} itself.
 
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
-from diagnose import overlay  # noqa: E402
+from diagnose import add_key, overlay  # noqa: E402
 from run_tests import _files, find_test_folders  # noqa: E402
 
 
@@ -60,7 +60,8 @@ def main() -> int:
             ax.set_title(f"{name}: {key.name} "
                          f"IoU {seg.iou_score(pred, truth):.2f} (class {mean:.3f})", fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    add_key(fig)
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.figure, dpi=80)
     print(f"{args.figure}: {args.cls}, class IoU {means[0]:.4f} before, {means[1]:.4f} after")

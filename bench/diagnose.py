@@ -42,13 +42,25 @@ def error_kinds(pred: np.ndarray, truth: np.ndarray) -> dict:
             "iou_without_other_objects": seg.iou_score(pred & ~other, truth)}
 
 
+# The overlay's colours (added to the dimmed photo) and what each means, for figure legends.
+KEY = (((0, 0.6, 0), "object, found"), ((0.7, 0, 0), "painted as object, but background"),
+       ((0, 0.2, 0.8), "object, missed"))
+
+
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Right in green, predicted but not true in red, true but missed in blue."""
+    """Right in green, predicted but not true in red, true but missed in blue (KEY)."""
     shown = image.astype(np.float32) / 255 * 0.55
-    for mask, colour in ((pred & truth, (0, 0.6, 0)), (pred & ~truth, (0.7, 0, 0)),
-                         (truth & ~pred, (0, 0.2, 0.8))):
+    for mask, (colour, _) in zip((pred & truth, pred & ~truth, truth & ~pred), KEY):
         shown[mask] += colour
     return shown.clip(0, 1)
+
+
+def add_key(fig) -> None:
+    """A legend of the overlay's colours along the bottom of `fig`."""
+    from matplotlib.patches import Patch
+    handles = [Patch(color=tuple(min(1.0, 0.3 + c) for c in colour), label=words)
+               for colour, words in KEY]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
 
 
 def main() -> int:

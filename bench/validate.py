@@ -7,7 +7,8 @@ encoder_lr_scale=0.3 or crop_size=192) on all but the last 15% of each training 
 scores the held-out 15% the grader's way (full-resolution masks, threshold 0.5, IoU per image),
 with predict() at each --predict-sizes size. The model is kept as NAME.pth for later sweeps.
 With --hold-out CLASS ..., those classes leave training altogether (a whole video unseen, as a
-new scene is) and are scored on all their frames under "held_out".
+new scene is) and are scored on all their frames under "held_out". --ema / --swa also score
+averages of the weights kept during the same run (under "averages"): paired with the run's own.
 Writes bench/results/validation/NAME.json; the README's results section collects them.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import json
 import sys
 import tempfile
@@ -37,6 +39,10 @@ def main() -> int:
                         help="score predict() at each of these sizes (default: image_size)")
     parser.add_argument("--hold-out", nargs="*", default=[], metavar="CLASS",
                         help="classes kept out of training and scored on all their images")
+    parser.add_argument("--ema", type=float, nargs="*", default=[], metavar="DECAY",
+                        help="also score an exponential moving average of the weights per decay")
+    parser.add_argument("--swa", type=float, nargs="*", default=[], metavar="SHARE",
+                        help="also score the plain mean of the weights over the last SHARE of steps")
     parser.add_argument("--out", default="bench/results/validation")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -53,8 +59,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
         start = time.time()
-        model = seg.train_model(train_root, val_fraction=args.val_fraction, out_path=None,
-                                history_path=out / f"{args.name}.history.json", **options)
+        averages = WeightAverages(args.ema, args.swa, options.get("steps", seg.TRAIN_DEFAULTS["steps"]))
+        real_step, seg.train_step = seg.train_step, averages.wrap(seg.train_step)  # fit() looks
+        try:                                                                     # it up each step
+            model = seg.train_model(train_root, val_fraction=args.val_fraction, out_path=None,
+                                    history_path=out / f"{args.name}.history.json", **options)
+        finally:
+            seg.train_step = real_step
         minutes = (time.time() - start) / 60
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
@@ -66,10 +77,68 @@ def main() -> int:
             scores["held_out"] = score(model, held_out, size)["per_class"]
         record[f"predict_{size}"] = scores
         print(size, json.dumps(scores), flush=True)
+    for label, averaged in averages.models(model).items():  # scored at the first size only
+        record.setdefault("averages", {})[label] = scores = score(averaged, val_pairs, sizes[0])
+        if held_out:
+            scores["held_out"] = score(averaged, held_out, sizes[0])["per_class"]
+        print(label, json.dumps(scores), flush=True)
     record.update(record[f"predict_{sizes[0]}"])
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
     return 0
+
+
+class WeightAverages:
+    """Averages of a model's weights kept beside fit(), which it leaves untouched: an
+    exponential moving average per decay (EMA), and the plain mean over the last share of the
+    steps (SWA), batch-norm statistics averaged alike. Wraps train_step; one record per model
+    it steps (the plan's timing probe steps copies of the model)."""
+
+    def __init__(self, ema_decays, swa_shares, total_steps: int) -> None:
+        self.ema_decays, self.swa_shares, self.total_steps = ema_decays, swa_shares, total_steps
+        self.tracked: dict = {}
+
+    def wrap(self, train_step):
+        def step(model, *args, **kwargs):
+            loss = train_step(model, *args, **kwargs)
+            self.update(model)
+            return loss
+        return step
+
+    def update(self, model) -> None:
+        state = {k: v.detach().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+        tracked = self.tracked.setdefault(id(model), {"steps": 0, "ema": {}, "swa": {}})
+        tracked["steps"] += 1
+        for decay in self.ema_decays:
+            ema = tracked["ema"].get(decay)
+            if ema is None:
+                tracked["ema"][decay] = {k: v.clone() for k, v in state.items()}
+            else:
+                for k, v in state.items():
+                    ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        for share in self.swa_shares:
+            if tracked["steps"] > self.total_steps * (1 - share):
+                mean, n = tracked["swa"].setdefault(share, [None, 0])
+                n += 1
+                if mean is None:
+                    mean = {k: v.clone() for k, v in state.items()}
+                else:
+                    for k, v in state.items():
+                        mean[k].add_((v - mean[k]) / n)
+                tracked["swa"][share] = [mean, n]
+
+    def models(self, model) -> dict:
+        """{"ema_DECAY" / "swa_SHARE": a copy of `model` holding that average}, in eval mode."""
+        tracked = self.tracked.get(id(model), {"ema": {}, "swa": {}})
+        out = {}
+        for label, state in [(f"ema_{d}", s) for d, s in tracked["ema"].items()] + \
+                            [(f"swa_{s}", m[0]) for s, m in tracked["swa"].items()]:
+            averaged = copy.deepcopy(model)
+            full = averaged.state_dict()
+            full.update({k: v.to(full[k].dtype) for k, v in state.items()})
+            averaged.load_state_dict(full)
+            out[label] = averaged.eval()
+        return out
 
 
 def without_classes(root: Path, classes: list, folder: Path) -> Path:

@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -148,3 +149,25 @@ def test_seeds_pools_runs_that_differ_only_in_the_seed():
     assert rows[0].endswith("| pets | davis.blackswan (held out) |")
     assert "| defaults | 2 | 0.8200 (0.8000-0.8400) | 0.820 | 0.600 (0.500-0.700) |" in rows
     assert "| lr=0.002 | 1 | 0.9000 | 0.900 | 0.100 |" in rows
+
+
+def test_weight_averages_follow_the_steps():
+    """EMA and the mean over the last share of the steps, checked on a one-weight model whose
+    train step sets its weight to the step's number."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    steps = iter(range(1, 11))
+
+    def train_step(m):
+        with torch.no_grad():
+            m.weight.fill_(float(next(steps)))
+    averages = validate.WeightAverages([0.5], [0.3], total_steps=10)
+    step = averages.wrap(train_step)
+    for _ in range(10):
+        step(model)
+    averaged = averages.models(model)
+    ema = 1.0
+    for value in range(2, 11):
+        ema = 0.5 * ema + 0.5 * value
+    assert averaged["ema_0.5"].weight.item() == pytest.approx(ema)
+    assert averaged["swa_0.3"].weight.item() == pytest.approx((8 + 9 + 10) / 3)
+    assert model.weight.item() == 10.0  # the trained model itself is left alone

@@ -251,7 +251,8 @@ def _no_data_read(monkeypatch):
     (["--epochs", "2", "--steps", "5"], "--steps"), (["--epochs", "0"], "--epochs"),
     (["--minutes", "-1"], "--minutes"), (["--val-fraction", "1.5"], "--val-fraction"),
     (["--device", "foo"], "--device"),
-    (["--precision", "fp8"], "--precision"), (["--seed", "x"], "--seed")])
+    (["--precision", "fp8"], "--precision"), (["--seed", "x"], "--seed"),
+    (["--device", "cpu", "--precision", "fp16"], "--precision")])
 def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, option, capsys,
                                                                        monkeypatch):
     _no_data_read(monkeypatch)
@@ -334,3 +335,15 @@ def test_scaler_path_scales_steps_and_skips_an_overflow(data):
     segmentation.train_step(model, optimizer, bad, masks, "fp32", scaler)
     assert scaler.get_scale() == 2.0 ** 9
     assert all(torch.equal(a, b) for a, b in zip(after_good_step, model.parameters()))
+
+
+@pytest.mark.parametrize("command, explained", [
+    ("train", ["--seed", "seeds the decoder's initialisation", "--val-fraction",
+               "hold out this last share", "(default: 0.0)", "--precision", "(default: auto)"]),
+    ("predict", ["the photo to segment", "the checkpoint to load (default: segmentation_model.pth)"])])
+def test_every_option_has_help_and_shows_its_default(command, explained, capsys):
+    with pytest.raises(SystemExit):
+        segmentation.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in explained:
+        assert words in text

@@ -173,3 +173,20 @@ def test_an_incomplete_public_data_is_diagnosed_not_replaced_by_the_examples(
     assert run_tests.main([]) == 1
     captured = capsys.readouterr()
     assert words in captured.err and "examples" not in captured.out
+
+
+def test_grader_env_finds_any_pyenv_39(tmp_path):
+    """Not only 3.9.18: the newest 3.9.x that pyenv has is used through its shim."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pyenv").write_text("#!/bin/sh\nprintf '3.8.10\\n3.9.2\\n3.9.7\\n3.11.7\\n'\n")
+    # A pyenv shim: python3.9 runs only with a 3.9 version named, and says which one it is.
+    (bin_dir / "python3.9").write_text(
+        '#!/bin/sh\ncase "$PYENV_VERSION" in 3.9.*) ;; *) exit 127;; esac\n'
+        'case "$*" in *print*) echo "/pyenv/versions/$PYENV_VERSION/bin/python3.9";; esac\n')
+    for tool in ("pyenv", "python3.9"):
+        (bin_dir / tool).chmod(0o755)
+    result = subprocess.run(["bash", str(ROOT / "tools" / "grader_env.sh"), "--find-python"],
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "/pyenv/versions/3.9.7/bin/python3.9"

@@ -3,6 +3,7 @@
 # torchvision 0.11.1 (the versions its build script installs), on the CPU.
 #
 #   bash tools/grader_env.sh [DATA_DIR]        (default: run_tests.py's own choice of data)
+#   bash tools/grader_env.sh --find-python     (prints the Python 3.9 it would build from)
 #
 # Builds .grader-venv/ once (about 2.2 GB; reused while its requirements are unchanged), grades
 # segmentation.py + segmentation_model.pth there and with this project's own Python, and fails
@@ -23,14 +24,25 @@ find_python39() {
       && echo "$GRADER_PYTHON"
     return 0
   fi
-  # pyenv's shim needs the version named; a python3.9 on PATH works as it is.
-  for candidate in "env PYENV_VERSION=3.9.18 python3.9" "python3.9"; do
+  # A python3.9 on the PATH as it is; pyenv's shim needs a version named: each installed 3.9.x.
+  local candidates=("python3.9") version
+  if command -v pyenv >/dev/null 2>&1; then
+    while read -r version; do
+      candidates+=("env PYENV_VERSION=$version python3.9")
+    done < <(pyenv versions --bare 2>/dev/null | grep -E '^3\.9(\.[0-9]+)?$' | sort -t. -k3 -nr)
+  fi
+  for candidate in "${candidates[@]}"; do
     if $candidate -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
       $candidate -c 'import sys; print(sys.executable)'
       return 0
     fi
   done
 }
+
+if [ "${1:-}" = "--find-python" ]; then  # which Python 3.9 would be used, and nothing else
+  find_python39
+  exit 0
+fi
 
 if [ "$(cat "$VENV/requirements.txt" 2>/dev/null)" != "$REQUIREMENTS" ]; then
   PY39=$(find_python39)
