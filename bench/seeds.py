@@ -4,7 +4,8 @@
 
 Groups bench/validate.py records by their options less the seed and prints, for each recipe,
 the number of seeds, the mean and range of the validation IoU, the mean per source, and the
-mean and range of every held-out class. Seeds decide the water classes by tens of points, so
+mean and range of every held-out class. The weight averages a record holds (--ema, --swa) are
+rows of their own, `average=LABEL`. Seeds decide the water classes by tens of points, so
 one recipe's run against another's says little: compare means over seeds, and their ranges.
 """
 
@@ -24,6 +25,17 @@ def spread(values: List[float], digits: int = 3) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def expand(records: List[dict]) -> List[dict]:
+    """The records, plus one per weight average a record holds (validate.py --ema/--swa):
+    the same options with `average=LABEL`, scored on the same validation block."""
+    out = []
+    for record in records:
+        out.append(record)
+        for label, scores in record.get("averages", {}).items():
+            out.append({**scores, "options": {**record["options"], "average": label}})
+    return out
 
 
 def group(records: List[dict]) -> Dict[str, List[dict]]:
@@ -56,7 +68,7 @@ def main() -> int:
     parser.add_argument("records", nargs="+", type=Path, help="validate.py records (NAME.json)")
     args = parser.parse_args()
     records = [json.loads(p.read_text()) for p in args.records if not p.name.endswith(".history.json")]
-    print(table(records))
+    print(table(expand(records)))
     return 0
 
 

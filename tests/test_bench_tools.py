@@ -149,6 +149,10 @@ def test_seeds_pools_runs_that_differ_only_in_the_seed():
     assert rows[0].endswith("| pets | davis.blackswan (held out) |")
     assert "| defaults | 2 | 0.8200 (0.8000-0.8400) | 0.820 | 0.600 (0.500-0.700) |" in rows
     assert "| lr=0.002 | 1 | 0.9000 | 0.900 | 0.100 |" in rows
+    runs[0]["averages"] = {"ema_0.99": {"val_iou": 0.82, "by_source": {"pets": 0.82},
+                                        "held_out": {"davis.blackswan": 0.6}}}
+    rows = seeds.table(seeds.expand(runs)).splitlines()
+    assert "| average=ema_0.99 | 1 | 0.8200 | 0.820 | 0.600 |" in rows
 
 
 def test_weight_averages_follow_the_steps():
