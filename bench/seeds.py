@@ -52,9 +52,8 @@ def table(records: List[dict]) -> str:
     """A markdown table with a row per recipe."""
     held_out = sorted({c for r in records for c in r.get("held_out", {})})
     sources = sorted({s for r in records for s in r["by_source"]})
-    lines = ["| recipe | seeds | val IoU | " + " | ".join(sources) + " | "
-             + " | ".join(f"{c} (held out)" for c in held_out) + " |",
-             "|---" * (3 + len(sources) + len(held_out)) + "|"]
+    header = ["recipe", "seeds", "val IoU", *sources, *(f"{c} (held out)" for c in held_out)]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for recipe, runs in group(records).items():
         cells = [recipe, str(len(runs)), spread([r["val_iou"] for r in runs], 4)]
         cells += [f"{np.mean([r['by_source'][s] for r in runs]):.3f}" for s in sources]
