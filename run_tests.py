@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from segmentation import (DataError, IMAGE_SUFFIXES, dice_score, iou_score, load_model, open_image,
-                          pixel_accuracy, read_mask, short_message)
+                          pixel_accuracy, read_image, read_mask, short_message)
 
 ROOT = Path(__file__).resolve().parent
 UPLOAD = ("segmentation.py", "segmentation_model.pth")  # the two files the grader receives
@@ -220,7 +220,7 @@ class UploadError(RuntimeError):
 # What the course's grader does with the upload, plus checks that name each way it can fail.
 # Run as `python -c GRADER jobs.json project_dir` in a folder holding only the two files.
 GRADER = r"""
-import ast, json, os, pickle, sys, time
+import ast, json, os, sys, time
 
 def fail(message):
     print("upload error: " + message, file=sys.stderr)
@@ -454,7 +454,7 @@ def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model
     for rank, record in enumerate(records[:worst], 1):
         key = Path(record["image"])
         photo_path, truth_path = images[key], truths[key]
-        photo = np.asarray(Image.open(photo_path).convert("RGB"))
+        photo = read_image(photo_path)
         pred, truth = read_mask(pred_dir / key.with_suffix(".png")), read_mask(truth_path)
         stem = f"{rank:03d}-{key.parent.name}-{key.name}"
         drawn = error_overlay(photo, pred, truth)

@@ -859,8 +859,9 @@ def check_option(name: str, value) -> None:
 
 
 def check_train_options(steps: Optional[int], epochs: Optional[int], device: Optional[str],
-                        fit_options: Dict, **options) -> torch.device:
-    """Check train_model's keywords before any data is read; returns the training device."""
+                        fit_options: Dict, **options) -> Tuple[torch.device, str]:
+    """Check train_model's keywords before any data is read; returns the training device and
+    the precision it will train in."""
     if steps is not None and epochs is not None:
         raise ValueError(f"give steps or epochs, not both (got steps={steps}, epochs={epochs})")
     unknown = sorted(set(fit_options) - set(inspect.signature(fit).parameters))
@@ -871,8 +872,7 @@ def check_train_options(steps: Optional[int], epochs: Optional[int], device: Opt
         if name in OPTION_RULES and value is not None:
             check_option(name, value)
     device = resolve_device(device)
-    choose_precision(device, fit_options.get("precision", "auto"))
-    return device
+    return device, choose_precision(device, fit_options.get("precision", "auto"))
 
 
 def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optional[int] = None,
@@ -897,9 +897,9 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
     Every option is checked before any file is read: a value out of range is a ValueError.
     """
-    device = check_train_options(steps, epochs, device, fit_options, seed=seed,
-                                 val_fraction=val_fraction, image_size=image_size,
-                                 crop_size=crop_size)
+    device, precision = check_train_options(steps, epochs, device, fit_options, seed=seed,
+                                            val_fraction=val_fraction, image_size=image_size,
+                                            crop_size=crop_size)
     steps = TRAIN_DEFAULTS["steps"] if steps is None and epochs is None else steps
     log = print if verbose else (lambda *args, **kwargs: None)
     # The state file follows the requested path, so the same command with resume=True finds it.
@@ -914,8 +914,9 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     # Every file is checked first.
     data = SegmentationData(train_data_path, image_size, progress=_LoadProgress(log))
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
-    train_data = data.subset(train_indices)
-    val_data = data.subset(val_indices) if val_indices else None
+    # Moved to the training device once: the timing probe and fit() then find it there.
+    train_data = data.subset(train_indices).to(device)
+    val_data = data.subset(val_indices).to(device) if val_indices else None
     window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
     early = min(fit_options.get("early_crop_size", TRAIN_DEFAULTS["early_crop_size"]), image_size)
     early_fraction = fit_options.get("early_fraction", TRAIN_DEFAULTS["early_fraction"]) if early else 0.0
@@ -926,7 +927,6 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
-    precision = choose_precision(device, fit_options.get("precision", "auto"))
     log(f"device {describe_device(device)}, precision {PRECISION_WORDS[precision]}")
     batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
     steps_per_pass = math.ceil(len(train_data) / batch_size)  # a pass's last batch may be short
@@ -1102,6 +1102,16 @@ def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
 # Command line
 # ------------------------------------------------------------------------------------------
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where there is one to say (not None or False) and its help
+    does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: the option, what is allowed, where to read more."""
 
@@ -1135,7 +1145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train on DATA/{images,gt}/<class>/...",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     train.add_argument("data", help="training folder, e.g. public_data/train")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_checked("steps"), default=None,
@@ -1166,7 +1176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="auto: bf16 on GPUs of compute capability 8.0 and up, fp16 with a "
                             "gradient scaler on older GPUs, fp32 on the CPU")
     pred = commands.add_parser("predict", help="predict the mask of one image",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=_HelpFormatter)
     pred.add_argument("image", help="the photo to segment (any size; grey or colour)")
     pred.add_argument("--model", default=DEFAULT_CHECKPOINT, help="the checkpoint to load")
     pred.add_argument("--out", help="write the binary mask here as PNG (default: IMAGE.mask.png)")
