@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from segmentation import (DataError, IMAGE_SUFFIXES, dice_score, iou_score, load_model, open_image,
-                          pixel_accuracy, read_image, read_mask, short_message)
+from segmentation import (DataError, IMAGE_SUFFIXES, OWN_OUTPUT, dice_score, iou_score, load_model,
+                          open_image, pixel_accuracy, read_image, read_mask, short_message)
 
 ROOT = Path(__file__).resolve().parent
 UPLOAD = ("segmentation.py", "segmentation_model.pth")  # the two files the grader receives
@@ -102,10 +101,6 @@ def layout_problem(data_dir: Path) -> str:
     if (data_dir / "train").is_dir():
         found = "it holds train/ but no test/: the test split (test/images, test/gt) is missing"
     return f"{data_dir}: expected {LAYOUTS_HELP}; {found}"
-
-
-# `segmentation.py predict` writes X.mask.png and X.overlay.png beside the photo: never test photos.
-OWN_OUTPUT = re.compile(r"\.(mask|overlay)(-\d+)?$")
 
 
 def _files(folder: Path, suffixes, classes: Optional[Sequence[str]] = None) -> Dict[Path, Path]:
@@ -374,11 +369,22 @@ def error_overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+HISTOGRAM_BARS, HISTOGRAM_MEAN = "#8c8c8c", "#111111"  # neither is a colour of the error key
+
+
+def _count_ticks(top: int) -> List[int]:
+    """0, the top count and a few round counts between, for the histogram's y axis."""
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
+                if top / s <= 5)
+    return sorted(set(range(0, top + 1, step)) | {top})
+
+
 def iou_histogram_svg(ious: Sequence[float], bins: int = 20, width: int = 560,
-                      height: int = 180) -> str:
-    """An inline SVG histogram of per-image IoU in `bins` bins over [0, 1], the mean marked."""
+                      height: int = 200) -> str:
+    """An inline SVG histogram of per-image IoU in `bins` bins over [0, 1], the mean marked;
+    labelled axes (IoU, number of images), in greys that the error key never uses."""
     counts, _ = np.histogram(np.clip(ious, 0, 1), bins=bins, range=(0, 1))
-    left, bottom, top = 36, 24, 10
+    left, bottom, top = 52, 38, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
     scale = plot_h / max(counts.max(), 1)
     bar_w = plot_w / bins
@@ -387,22 +393,44 @@ def iou_histogram_svg(ious: Sequence[float], bins: int = 20, width: int = 560,
     for i, count in enumerate(counts):
         h = count * scale
         parts.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
-                     f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="#0072b2">'
+                     f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{HISTOGRAM_BARS}">'
                      f'<title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: {count} images</title></rect>')
-    for tick in np.linspace(0, 1, 6):
+    for tick in np.linspace(0, 1, 11):
         x = left + tick * plot_w
-        parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="11" '
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 15}" font-size="11" '
                      f'text-anchor="middle">{tick:.1f}</text>')
-    parts.append(f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">'
-                 f'{counts.max()}</text>')
+    for count in _count_ticks(int(counts.max())):
+        y = top + plot_h - count * scale
+        parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#333"/>'
+                     f'<text class="ytick" x="{left - 7}" y="{y + 4:.1f}" font-size="11" '
+                     f'text-anchor="end">{count}</text>')
     parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+                 f'stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" '
                  'stroke="#333"/>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="12" '
+                 f'text-anchor="middle">IoU of the image</text>'
+                 f'<text x="12" y="{top + plot_h / 2:.1f}" font-size="12" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">images</text>')
     mean_x = left + float(np.mean(ious)) * plot_w
     parts.append(f'<line x1="{mean_x:.1f}" y1="{top}" x2="{mean_x:.1f}" y2="{top + plot_h}" '
-                 f'stroke="#d55e00" stroke-width="2" stroke-dasharray="4 3"/>'
+                 f'stroke="{HISTOGRAM_MEAN}" stroke-width="2" stroke-dasharray="4 3"/>'
                  f'<text x="{mean_x - 4:.1f}" y="{top + 10}" font-size="11" text-anchor="end" '
-                 f'fill="#d55e00">mean {np.mean(ious):.3f}</text></svg>')
+                 f'fill="{HISTOGRAM_MEAN}">mean {np.mean(ious):.3f}</text></svg>')
     return "".join(parts)
+
+
+def cards_heading(shown: int, total: int) -> str:
+    """The heading over the image cards, true for any number shown."""
+    return f"All {total} images, worst first" if shown >= total else f"The {shown} worst of {total} images"
+
+
+def shown_path(path) -> str:
+    """`path` as the student would type it from where the command ran: relative, never absolute
+    (a report is shared, and an absolute path says where a home folder is)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # Windows: another drive has no relative path
+        return Path(path).name
 
 
 def prepare_report_dir(target: Path, overwrite: bool) -> Tuple[Path, Path]:
@@ -488,7 +516,6 @@ def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model
                     f'<td>{link} ({low["iou"]:.3f})</td></tr>')
     env = result["environment"]
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:12]
-    model_name = os.path.relpath(model_path)  # as the student would type it, from here
     legend = "".join(f'<span class="key"><i style="background:rgb{colour}"></i>{escape(words)}</span>'
                      for colour, words in COLOURS.values())
     mean = result["mean_iou"]
@@ -508,15 +535,15 @@ figcaption {{ font-size: 13px; }}
 <h1>Grading report</h1>
 <p class="marks"><b>{marks_for(mean)}/10 marks</b>: mean IoU <b>{mean:.4f}</b> over
 {len(records)} images</p>
-<p class="meta">Model {escape(model_name)} (SHA-256 {digest}...), graded
+<p class="meta">Model {escape(shown_path(model_path))} (SHA-256 {digest}...), graded
 {time.strftime("%Y-%m-%d %H:%M")} with Python {escape(env["python"])}, torch {escape(env["torch"])};
-data {escape(str(result["images_dir"]))}.</p>
+data {escape(shown_path(result["images_dir"]))}.</p>
 <h2>Per class, worst first</h2>
 <table><tr><th>class</th><th>images</th><th>mean IoU</th><th>worst image (IoU)</th></tr>
 {"".join(rows)}</table>
 <h2>IoU per image</h2>
 {iou_histogram_svg([r["iou"] for r in records])}
-<h2>The {len(cards)} worst images</h2>
+<h2>{cards_heading(len(cards), len(records))}</h2>
 <p>Left: the photo. Right: the prediction against the ground truth. {legend}
 Click a picture for the full-size file.</p>
 <div class="grid">

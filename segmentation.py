@@ -77,6 +77,11 @@ class DataError(ValueError):
     """A data file or folder that cannot be used; the message names the path(s)."""
 
 
+class InterruptedRunError(FileExistsError):
+    """A new training run would discard an interrupted one's saved state; the message says how
+    to continue it or to start anew."""
+
+
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a DataError."""
     path = Path(path)
@@ -126,8 +131,12 @@ def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
     images_dir, gt_dir = root / "images", root / "gt"
     missing = [f"{d}: folder not found" for d in (images_dir, gt_dir) if not d.is_dir()]
     if missing:
+        nearby = split_folders_below(root)
+        hint = (f"\n  {root} holds no images/ and gt/, but {' and '.join(map(str, nearby))} "
+                f"{'does' if len(nearby) == 1 else 'do'}: give {'that' if len(nearby) == 1 else 'one'}"
+                f" folder (e.g. {nearby[0]})" if nearby else "")
         raise DataError(f"{root} is not laid out as <root>/images/<class>/<name>.jpg with "
-                        f"<root>/gt/<class>/<name>.png:\n  " + "\n  ".join(missing))
+                        f"<root>/gt/<class>/<name>.png:\n  " + "\n  ".join(missing) + hint)
     images = {p.relative_to(images_dir).with_suffix(""): p
               for p in sorted(images_dir.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.relative_to(gt_dir).with_suffix(""): p
@@ -137,6 +146,19 @@ def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
     problems = [f"{images[k]}: no mask (expected {gt_dir / k}.png)" for k in images if k not in masks]
     problems += [f"{masks[k]}: mask without an image" for k in masks if k not in images]
     return [(images[k], masks[k], k.parts[0]) for k in sorted(images) if k in masks], problems
+
+
+def split_folders_below(root, depth: int = 2) -> List[Path]:
+    """Folders up to `depth` levels below `root` that hold both images/ and gt/ (for the
+    message when `root` is one level too high, e.g. public_data/ instead of public_data/train)."""
+    root, found = Path(root), []
+    if not root.is_dir():
+        return found
+    level = [root]
+    for _ in range(depth):
+        level = sorted(p for folder in level for p in folder.iterdir() if p.is_dir())
+        found += [p for p in level if (p / "images").is_dir() and (p / "gt").is_dir()]
+    return found
 
 
 def find_pairs(root) -> List[Tuple[Path, Path, str]]:
@@ -657,7 +679,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
         time_budget: Optional[float] = None, device: Optional[str] = None,
         precision: str = "auto", state_path: Optional[Path] = None, resume: bool = False,
-        verbose: bool = True) -> List[Dict[str, float]]:
+        verbose: bool = True, clock: Callable[[], float] = time.perf_counter
+        ) -> List[Dict[str, float]]:
     """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
 
     The length is `steps` batches, so a larger folder takes as long, with fewer passes over it;
@@ -671,6 +694,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     see choose_precision ("auto": bf16 on GPUs with native bf16, fp16 on older ones, CPU fp32). With
     `state_path`, the full training state is saved after every epoch; `resume=True` continues
     from it, ending where an uninterrupted run would have ended (on CPU, bit for bit).
+    With `verbose`, the time the run will take is printed after its own first few steps
+    (ESTIMATE_STEPS, read from `clock`), and the time left after every epoch.
     """
     device = resolve_device(device)
     precision = choose_precision(device, precision)
@@ -717,6 +742,7 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
         if verbose:
             print(f"resuming after epoch {start_epoch} from {state_path}")
     start = time.time() - elapsed_before
+    estimate = _RunEstimate(work, total_steps, start_epoch * steps_per_epoch, clock)
     for epoch in range(start_epoch, epochs):
         model.train()
         freeze_layers(model, frozen_layers)  # train() switched their batch norm back on
@@ -734,6 +760,8 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
                                              min_crop_area=min_crop_area)
             images = images.contiguous(memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks, precision, scaler))
+            if verbose and not time_budget:
+                estimate.step_done(step + 1)
             if time_budget and time.time() - start >= time_budget:
                 break
         record = {"epoch": epoch + 1, "steps": epoch * steps_per_epoch + len(losses),
@@ -760,6 +788,41 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
     return history
 
 
+ESTIMATE_STEPS = (2, 5)  # the run's own steps 3-5 are timed for its estimate (the first run slow)
+
+
+class _RunEstimate:
+    """Prints how long a run will take, timed on its own first steps: no separate probe.
+
+    A fresh process's first steps run slow (up to 3x on CPU), so the first ESTIMATE_STEPS[0]
+    are not timed; the next ones are, and the rest of the run is priced by `work`, the cost of
+    the first n steps, which counts smaller early windows as cheaper. Runs too short to time
+    print nothing here: their epoch lines come soon enough.
+    """
+
+    def __init__(self, work: Callable[[int], int], total_steps: int, first_step: int,
+                 clock: Callable[[], float]) -> None:
+        self.work, self.total, self.clock = work, total_steps, clock
+        self.warm, self.last = first_step + ESTIMATE_STEPS[0], first_step + ESTIMATE_STEPS[1]
+        self.started: Optional[float] = None
+        self.active = self.last < total_steps
+
+    def step_done(self, steps: int) -> None:
+        """Called after each step with the number of steps done so far."""
+        if not self.active:
+            return
+        if steps == self.warm:
+            self.started = self.clock()
+        elif steps == self.last and self.started is not None:
+            seconds = self.clock() - self.started
+            per_work = seconds / (self.work(self.last) - self.work(self.warm))
+            left = per_work * (self.work(self.total) - self.work(self.last))
+            print(f"steps {self.warm + 1}-{self.last} took {seconds / (self.last - self.warm):.2f} s "
+                  f"each here: expect about {_format_time(left)} more for the remaining "
+                  f"{self.total - self.last} steps", flush=True)
+            self.active = False
+
+
 def clean_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """A plain CPU float32 state_dict with denormal values flushed to zero.
 
@@ -783,33 +846,6 @@ def _free_path(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
-
-
-def estimate_step_seconds(model: nn.Module, data: SegmentationData, batch_size: int,
-                          crop_size: int, frozen_layers: int, device: Optional[str] = None,
-                          precision: str = "auto", warmup: int = 3, steps: int = 3,
-                          clock: Callable[[], float] = time.perf_counter) -> float:
-    """Seconds one training step takes here: a batch of `data` augmented and trained on by a
-    copy of `model`, as fit() makes and runs it (augmentation included: on a GPU it can cost
-    more than the step). A fresh process's first steps run slow (up to 3x on CPU): `warmup`
-    steps are not timed. The median of `steps` timed steps, read from `clock`."""
-    device = resolve_device(device)
-    precision = choose_precision(device, precision)
-    data = data.to(device)
-    probe = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
-    freeze_layers(probe, frozen_layers)
-    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-6)
-    scaler = make_grad_scaler(precision)
-    generator = torch.Generator().manual_seed(0)  # leaves the global random state alone
-    indices = torch.randint(len(data), (batch_size,), generator=generator).tolist()
-    times = []
-    for _ in range(warmup + steps):
-        start = clock()
-        images, masks = data.batch(indices, generator, augment=True, crop_size=crop_size)
-        train_step(probe, optimizer, images.contiguous(memory_format=torch.channels_last), masks,
-                   precision, scaler)
-        times.append(clock() - start)
-    return float(np.median(times[warmup:]))
 
 
 class _LoadProgress:
@@ -881,8 +917,8 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
                 val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
                 image_size: int = TRAIN_DEFAULTS["image_size"],
                 crop_size: int = TRAIN_DEFAULTS["crop_size"], device: Optional[str] = None,
-                resume: bool = False, history_path=None, verbose: bool = True,
-                **fit_options) -> UNet:
+                resume: bool = False, restart: bool = False, history_path=None,
+                verbose: bool = True, **fit_options) -> UNet:
     """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
 
     The defaults reproduce the shipped checkpoint. Training takes `steps` batches (default
@@ -893,28 +929,35 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     with `overwrite=True`; otherwise the model is saved beside it under a free name.
     Images are held squashed to `image_size` (the size `predict` uses) and trained on as
     augmented `crop_size` windows. The training state is kept in `<out_path>.state` after
-    each epoch; `resume=True` continues it.
+    each epoch: if one is there, `resume=True` continues it and `restart=True` discards it;
+    with neither, nothing starts (InterruptedRunError), so no progress is lost unasked.
     `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
     Every option is checked before any file is read: a value out of range is a ValueError.
     """
     device, precision = check_train_options(steps, epochs, device, fit_options, seed=seed,
                                             val_fraction=val_fraction, image_size=image_size,
                                             crop_size=crop_size)
+    if resume and restart:
+        raise ValueError("give resume or restart, not both")
     steps = TRAIN_DEFAULTS["steps"] if steps is None and epochs is None else steps
     log = print if verbose else (lambda *args, **kwargs: None)
     # The state file follows the requested path, so the same command with resume=True finds it.
     state_path = Path(f"{out_path}.state") if out_path is not None else None
-    if out_path is not None and Path(out_path).exists() and not overwrite:
-        log(f"{out_path} exists and is kept: without overwrite the new model goes beside it")
     if state_path is not None and state_path.exists() and not resume:
-        log(f"{state_path} holds an interrupted run: resume=True (--resume) continues it; "
-            "this run starts anew and replaces it")
+        if not restart:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(state_path.stat().st_mtime))
+            raise InterruptedRunError(
+                f"{state_path} holds a run interrupted at {stamp}; nothing was changed. Add "
+                "--resume (resume=True) to continue it, or --restart (restart=True) to discard "
+                "it and start anew")
+        state_path.unlink()
+        log(f"{state_path}: the interrupted run is discarded (restart)")
     t0 = time.time()
     log(f"reading {train_data_path} ...", flush=True)
     # Every file is checked first.
     data = SegmentationData(train_data_path, image_size, progress=_LoadProgress(log))
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
-    # Moved to the training device once: the timing probe and fit() then find it there.
+    # Moved to the training device once, where fit() cuts and augments the batches.
     train_data = data.subset(train_indices).to(device)
     val_data = data.subset(val_indices).to(device) if val_indices else None
     window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
@@ -924,6 +967,14 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
         f"{image_size}x{image_size} in {_format_time(time.time() - t0)}; "
         f"training on {window}x{window} windows{schedule}")
+    if out_path is not None:  # said after the data checks: an error in the data comes first
+        if not Path(out_path).exists():
+            log(f"the model will be saved as {out_path}")
+        elif overwrite:
+            log(f"the model will replace {out_path} (overwrite)")
+        else:
+            log(f"{out_path} exists and is kept: the model will be saved as "
+                f"{_free_path(Path(out_path))}")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
     log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
@@ -931,27 +982,10 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
     steps_per_pass = math.ceil(len(train_data) / batch_size)  # a pass's last batch may be short
     total_steps = epochs * steps_per_pass if epochs else steps
-    if verbose:
-        frozen = fit_options.get("frozen_layers", TRAIN_DEFAULTS["frozen_layers"])
-        probe_start = time.time()
-        log("timing a few training steps on this machine ...", flush=True)
-
-        def step_time(side: int) -> float:
-            return estimate_step_seconds(model, train_data, batch_size, side, frozen, device,
-                                         precision)
-
-        step_seconds = step_time(window)
-        if early:  # the schedule's average step
-            step_seconds = early_fraction * step_time(early) + (1 - early_fraction) * step_seconds
-        probe = f"timing took {_format_time(time.time() - probe_start)}"
-        budget = fit_options.get("time_budget")
-        if budget:  # the clock decides the length
-            plan = f"for {_format_time(budget)}, about {budget / step_seconds:.0f} steps"
-        else:
-            plan = (f"{total_steps} steps ({total_steps / steps_per_pass:.1f} passes over the "
-                    f"data): expect about {_format_time(total_steps * step_seconds)} more")
-        log(f"training {plan}; a step of {min(batch_size, len(train_data))} images takes "
-            f"{step_seconds:.2f} s here ({probe})", flush=True)
+    budget = fit_options.get("time_budget")
+    plan = (f"for {_format_time(budget)}" if budget else  # the clock decides the length
+            f"{total_steps} steps ({total_steps / steps_per_pass:.1f} passes over the data)")
+    log(f"training {plan}, {min(batch_size, len(train_data))} images a step", flush=True)
     history = fit(model, train_data, val_data, steps=steps, epochs=epochs, seed=seed,
                   device=device, crop_size=crop_size, state_path=state_path, resume=resume,
                   verbose=verbose, **fit_options)
@@ -1020,6 +1054,65 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     inner[:, :-1] &= mask[:, 1:]
     out[mask & ~inner] = (255, 255, 0)
     return out.round().astype(np.uint8)
+
+
+# What `predict` writes beside a photo (X.mask.png, X.overlay.png, X.mask-1.png, ...): never a
+# photo to predict or grade.
+OWN_OUTPUT = re.compile(r"\.(mask|overlay)(-\d+)?$")
+
+
+def write_mask(photo: Path, mask: np.ndarray, out: Path, draw_overlay: bool = False,
+               overwrite: bool = False) -> List[Path]:
+    """Save `mask` as a 0/255 PNG at `out` (and the overlay beside it); returns the paths written.
+
+    An existing file is kept unless `overwrite`: the new one goes beside it (name-1.png, ...).
+    """
+    outputs = [(out, mask.astype(np.uint8) * 255)]
+    if draw_overlay:
+        outputs.append((out.with_name(photo.stem + ".overlay.png"), overlay(read_image(photo), mask)))
+    written = []
+    for path, array in outputs:
+        path = path if overwrite else _free_path(path)  # never replace silently
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+        written.append(path)
+    return written
+
+
+def predict_folder(model: nn.Module, folder: Path, out_dir: Optional[Path] = None,
+                   draw_overlay: bool = False, overwrite: bool = False) -> int:
+    """Predict every photo under `folder`: a mask beside each (or in `out_dir`, mirroring the
+    subfolders), progress as it goes and a summary. An unreadable file is named and skipped;
+    returns the exit status (1 if any was)."""
+    photos = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+              and p.is_file() and not OWN_OUTPUT.search(p.stem)]
+    if not photos:
+        raise DataError(f"{folder}: no photos in it or its subfolders "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
+    print(f"predicting {len(photos)} photos under {folder} ...", flush=True)
+    start, last, failed, shares = time.time(), time.time(), [], []
+    for done, photo in enumerate(photos, 1):
+        try:
+            mask = predict(model, photo) > 0.5
+        except DataError as error:
+            failed.append(str(error))
+            continue
+        relative = photo.relative_to(folder).with_suffix(".png")
+        out = out_dir / relative if out_dir else photo.with_suffix(".mask.png")
+        write_mask(photo, mask, out, draw_overlay, overwrite)
+        shares.append(float(mask.mean()))
+        if time.time() - last >= 5 and done < len(photos):
+            last = time.time()
+            left = (last - start) / done * (len(photos) - done)
+            print(f"{done}/{len(photos)} photos, ~{_format_time(left)} left", flush=True)
+    where = out_dir if out_dir else "beside the photos"
+    print(f"wrote {len(shares)} masks {'to ' if out_dir else ''}{where} in "
+          f"{_format_time(time.time() - start)}"
+          + (f"; the object covers {np.mean(shares):.0%} of a photo on average" if shares else ""))
+    if failed:
+        print(f"{len(failed)} file(s) could not be read and were skipped:\n  " + "\n  ".join(failed),
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def short_message(text: str, limit: int = 300) -> str:
@@ -1163,7 +1256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="seeds the decoder's initialisation, the shuffling and the augmentation")
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run of --out")
+    restart = train.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true", help="continue an interrupted run of --out")
+    restart.add_argument("--restart", action="store_true",
+                         help="discard an interrupted run of --out and start anew")
     train.add_argument("--val-fraction", type=_checked("val_fraction"),
                        default=TRAIN_DEFAULTS["val_fraction"],
                        help="hold out this last share of each class and print its IoU every pass")
@@ -1175,11 +1271,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: bf16 on GPUs of compute capability 8.0 and up, fp16 with a "
                             "gradient scaler on older GPUs, fp32 on the CPU")
-    pred = commands.add_parser("predict", help="predict the mask of one image",
-                               formatter_class=_HelpFormatter)
-    pred.add_argument("image", help="the photo to segment (any size; grey or colour)")
+    pred = commands.add_parser("predict", help="predict the mask of a photo, or of every photo "
+                               "in a folder", formatter_class=_HelpFormatter)
+    pred.add_argument("image", help="a photo (any size; grey or colour), or a folder: every photo "
+                                    "in it and its subfolders")
     pred.add_argument("--model", default=DEFAULT_CHECKPOINT, help="the checkpoint to load")
-    pred.add_argument("--out", help="write the binary mask here as PNG (default: IMAGE.mask.png)")
+    pred.add_argument("--out", help="a photo: write its binary mask here as PNG (default: "
+                                    "IMAGE.mask.png); a folder: write the masks into this folder, "
+                                    "as <subfolder>/<name>.png (default: beside each photo)")
     pred.add_argument("--overlay", action="store_true",
                       help="also draw the mask over the photo (IMAGE.overlay.png, beside the mask)")
     pred.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
@@ -1203,28 +1302,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             train_model(args.data, **recipe, epochs=args.epochs, time_budget=budget,
                         seed=args.seed, encoder_weights=weights,
                         out_path=args.out, overwrite=args.overwrite, resume=args.resume,
-                        val_fraction=args.val_fraction, device=args.device,
-                        precision=args.precision)
+                        restart=args.restart, val_fraction=args.val_fraction,
+                        device=args.device, precision=args.precision)
+        elif Path(args.image).is_dir():
+            return predict_folder(load_model(args.model), Path(args.image),
+                                  Path(args.out) if args.out else None, args.overlay, args.overwrite)
         else:
-            prob = predict(load_model(args.model), args.image)
-            mask = prob > 0.5
+            mask = predict(load_model(args.model), args.image) > 0.5
             out = Path(args.out or Path(args.image).with_suffix(".mask.png"))
-            outputs = [(out, mask.astype(np.uint8) * 255)]
-            if args.overlay:
-                outputs.append((out.with_name(Path(args.image).stem + ".overlay.png"),
-                                overlay(read_image(args.image), mask)))
-            for path, array in outputs:
-                path = path if args.overwrite else _free_path(path)  # never replace silently
-                Image.fromarray(array).save(path)
+            for path in write_mask(Path(args.image), mask, out, args.overlay, args.overwrite):
                 print(f"{path}: {mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} object")
-    except (DataError, FileNotFoundError, RuntimeError, ValueError) as error:
+    except (DataError, FileNotFoundError, InterruptedRunError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command with --resume to continue", file=sys.stderr)
+        saved = args.command == "train" and Path(f"{args.out}.state").exists()
+        print("\ninterrupted: " + ("rerun the same command with --resume to continue from the "
+                                    "last finished pass" if saved else
+                                    "no pass had finished, so nothing was saved to resume"),
+              file=sys.stderr)
         return 130
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

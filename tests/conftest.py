@@ -49,6 +49,14 @@ def tiny_data(tmp_path) -> Path:
 
 
 def needs_shared(path: Path):
-    """Skip, saying why, where the shared stand-in data or weights are absent."""
-    return pytest.mark.skipif(not path.exists(), reason=f"{path} not found: the shared data "
-                              "set and weights live at ../shared beside the project")
+    """Skip, saying in a student's words what is missing, where the maintainers' stand-in data
+    or offline weights (../shared, never part of the package) are absent."""
+    what = {SHARED_DATA: "the maintainers' stand-in data set",
+            SHARED_WEIGHTS: "the maintainers' offline copy of the ImageNet weights"}.get(path, str(path))
+    return pytest.mark.skipif(not path.exists(), reason=f"needs {what}, which is not part of the "
+                              f"package and which a student does not need ({path} not found)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a training, a grading of the shared data, or a "
+                            "browser; the quick run leaves these out: pytest -m 'not slow'")

@@ -249,3 +249,37 @@ def test_overlay_tints_the_object_and_outlines_it():
     assert (drawn[0, 0] == 100).all()                       # background untouched
     assert tuple(drawn[2, 4]) == (255, 255, 0)              # the outline
     assert drawn[4, 4, 1] > 100 and drawn[4, 4, 0] < 100    # inside: tinted green
+
+
+def test_predict_command_on_a_folder_masks_every_photo(model, tmp_path, capsys):
+    """A folder: a mask for each photo in it and its subfolders, a summary; an unreadable file
+    is named and skipped; a rerun skips the masks it wrote and keeps them."""
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(3)
+    for name in ("a/one.jpg", "a/two.png", "b/deeper/three.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_pair(rng, 30, 44)[0]).save(folder / name)
+    (folder / "a" / "notes.jpg").write_text("not a photo")
+    checkpoint = tmp_path / "model.pth"
+    torch.save(model.state_dict(), checkpoint)
+    assert segmentation.main(["predict", str(folder), "--model", str(checkpoint)]) == 1
+    captured = capsys.readouterr()
+    for name in ("a/one", "a/two", "b/deeper/three"):
+        mask = np.asarray(Image.open(folder / f"{name}.mask.png"))
+        assert mask.shape == (30, 44) and set(np.unique(mask)) <= {0, 255}
+    assert "predicting 4 photos" in captured.out and "wrote 3 masks beside the photos" in captured.out
+    assert "notes.jpg" in captured.err and "cannot be read" in captured.err
+    (folder / "a" / "notes.jpg").unlink()
+    out = tmp_path / "masks"
+    assert segmentation.main(["predict", str(folder), "--model", str(checkpoint), "--out", str(out)]) == 0
+    assert "predicting 3 photos" in capsys.readouterr().out  # its own masks are not photos
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a/one.png", "a/two.png", "b/deeper/three.png"]
+
+
+def test_predict_command_on_a_folder_without_photos_says_so(model, tmp_path, capsys):
+    checkpoint = tmp_path / "model.pth"
+    torch.save(model.state_dict(), checkpoint)
+    (tmp_path / "empty").mkdir()
+    assert segmentation.main(["predict", str(tmp_path / "empty"), "--model", str(checkpoint)]) == 1
+    assert "no photos in it or its subfolders" in capsys.readouterr().err

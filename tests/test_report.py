@@ -148,3 +148,30 @@ def test_in_a_real_browser_every_image_loads_and_the_worst_comes_first(report, t
         assert broken["images"][0][1] == 0
     finally:
         gone.write_bytes(saved)
+
+
+def test_headings_are_true_for_any_number_shown(report):
+    folder, _ = report
+    assert "<h2>The 5 worst of 12 images</h2>" in (folder / "index.html").read_text(encoding="utf-8")
+    assert run_tests.cards_heading(12, 12) == "All 12 images, worst first"
+    assert run_tests.cards_heading(24, 12) == "All 12 images, worst first"
+    assert run_tests.cards_heading(1, 12) == "The 1 worst of 12 images"
+
+
+def test_histogram_has_its_own_colours_and_a_readable_count_axis():
+    svg = run_tests.iou_histogram_svg(list(np.linspace(0.3, 1.0, 40)) + [0.95] * 30)
+    used = {c.lower() for c in re.findall(r'(?:fill|stroke)="(#[0-9a-fA-F]{6})"', svg)}
+    key = {"#%02x%02x%02x" % colour for colour, _ in run_tests.COLOURS.values()}
+    assert used and not used & key
+    counts = [int(v) for v in re.findall(r'class="ytick"[^>]*>(\d+)<', svg)]
+    assert len(counts) >= 3 and counts[0] == 0 and counts == sorted(counts)
+    assert "IoU of the image" in svg and ">images<" in svg
+
+
+def test_page_shows_no_absolute_path(report):
+    """Model and data are named as typed from where the command ran, never from the root."""
+    folder, _ = report
+    html = (folder / "index.html").read_text(encoding="utf-8")
+    assert str(ROOT) not in html and str(folder.parent.parent) not in html
+    meta = re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)
+    assert "Model " in meta and "data " in meta and not re.search(r"(^|\s)/", meta)

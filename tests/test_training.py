@@ -186,41 +186,66 @@ def test_early_steps_train_on_smaller_windows(data, monkeypatch):
 
 def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys):
     data = make_dataset(tmp_path / "train", per_class=3)
-    train_model(data, steps=2, encoder_weights=None, out_path=None, image_size=SIZE)
+    train_model(data, steps=2, encoder_weights=None, out_path=tmp_path / "m.pth", image_size=SIZE)
     printed = capsys.readouterr().out.splitlines()
     loaded = next(i for i, line in enumerate(printed) if line.startswith("loaded 6 training"))
+    saved_as = next(i for i, line in enumerate(printed) if line.startswith("the model will be saved as"))
     device = next(i for i, line in enumerate(printed) if line.startswith("device cpu"))
     plan = next(i for i, line in enumerate(printed) if line.startswith("training 2 steps"))
     first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
-    assert loaded < device < plan < first_epoch
+    assert loaded < saved_as < device < plan < first_epoch
     assert printed[device].endswith("precision fp32")
     # 6 images make a batch of 6, not 16: a step is a pass, and the plan says so.
-    assert "(2.0 passes over the data)" in printed[plan] and "a step of 6 images" in printed[plan]
-    assert "expect about" in printed[plan] and "timing took" in printed[plan]
+    assert printed[plan] == "training 2 steps (2.0 passes over the data), 6 images a step"
     assert printed[first_epoch].startswith("epoch   1/2")
 
 
-def test_step_estimate_counts_the_augmentation(data, monkeypatch):
-    """The plan's step time includes making the augmented batch, the warm-up steps are not timed,
-    and measuring leaves the global random state alone. A fake clock that only the batch
-    advances makes this independent of the machine's load."""
+def test_no_timing_probe_the_estimate_comes_from_the_runs_own_steps(data, monkeypatch, capsys):
+    """Every step trained is a step of the run (no separate probe), and after the timed steps
+    the run prices the rest of itself. A fake clock makes this independent of the machine."""
+    calls, now = [], [0.0]
+    real_step = segmentation.train_step
+
+    def counted_step(*args, **kwargs):
+        calls.append(1)
+        now[0] += 2.0  # every step costs 2 s of fake time
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "train_step", counted_step)
+    torch.manual_seed(0)
+    fit(get_model(), data[0], steps=12, batch_size=4, verbose=True, clock=lambda: now[0])
+    assert len(calls) == 12
+    printed = capsys.readouterr().out.splitlines()
+    first, last = segmentation.ESTIMATE_STEPS
+    estimate = [line for line in printed if line.startswith(f"steps {first + 1}-{last} took")]
+    # 12 - 5 steps left at 2.00 s each: 14 s.
+    assert estimate == [f"steps {first + 1}-{last} took 2.00 s each here: expect about 0m14s more "
+                        f"for the remaining {12 - last} steps"]
+    assert printed.index(estimate[0]) < next(i for i, l in enumerate(printed) if l.startswith("epoch"))
+
+
+def test_estimate_prices_smaller_early_windows_as_cheaper(data, monkeypatch, capsys):
     now = [0.0]
-    batch = SegmentationData.batch
-    calls = []
+    real_step = segmentation.train_step
 
-    def slow_batch(self, *args, **kwargs):
-        calls.append(kwargs.get("augment"))
-        now[0] += 0.3 * len(calls)  # the 1st batch costs 0.3 s, the 2nd 0.6 s, ...
-        return batch(self, *args, **kwargs)
+    def step_by_pixels(model, optimizer, images, *args, **kwargs):
+        now[0] += images.shape[-1] ** 2 / 1000  # the cost of a step: its window's pixels
+        return real_step(model, optimizer, images, *args, **kwargs)
 
-    monkeypatch.setattr(SegmentationData, "batch", slow_batch)
-    model = get_model()
-    rng = torch.get_rng_state()
-    seconds = segmentation.estimate_step_seconds(model, data[0], 8, 48, frozen_layers=0,
-                                                 warmup=2, steps=3, clock=lambda: now[0])
-    assert torch.equal(torch.get_rng_state(), rng)
-    assert calls == [True] * 5                          # augmented batches, 2 warm-up + 3 timed
-    assert seconds == pytest.approx(0.3 * 4)            # the median of 0.9, 1.2, 1.5
+    monkeypatch.setattr(segmentation, "train_step", step_by_pixels)
+    torch.manual_seed(0)
+    fit(get_model(), data[0], steps=20, batch_size=8, crop_size=48, early_crop_size=32,
+        early_fraction=0.5, verbose=True, clock=lambda: now[0])
+    line = next(l for l in capsys.readouterr().out.splitlines() if " took " in l)
+    # Timed on 32-px steps; left: 5 more at 32 px and 10 at 48 px.
+    expected = 5 * 32 ** 2 / 1000 + 10 * 48 ** 2 / 1000
+    assert f"expect about {segmentation._format_time(expected)} more" in line
+
+
+def test_runs_too_short_to_time_print_no_estimate(data, capsys):
+    torch.manual_seed(0)
+    fit(get_model(), data[0], steps=segmentation.ESTIMATE_STEPS[1], batch_size=8, verbose=True)
+    assert " took " not in capsys.readouterr().out
 
 
 def test_train_command_fast_recipe(monkeypatch):
@@ -347,3 +372,89 @@ def test_every_option_has_help_and_shows_its_default(command, explained, capsys)
     text = " ".join(capsys.readouterr().out.split())
     for words in explained:
         assert words in text
+
+
+def _interrupted_run(tmp_path, monkeypatch):
+    """A train_model run killed after its first epoch was saved: (data folder, checkpoint path)."""
+    data = make_dataset(tmp_path / "train", per_class=3)
+    out = tmp_path / "segmentation_model.pth"
+    real_save = segmentation.save_atomic
+
+    def die_after_first_epoch(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(segmentation, "save_atomic", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(data, epochs=2, encoder_weights=None, out_path=out, image_size=SIZE,
+                    verbose=False)
+    monkeypatch.setattr(segmentation, "save_atomic", real_save)
+    return data, out
+
+
+def test_a_rerun_without_resume_keeps_the_interrupted_state(tmp_path, monkeypatch):
+    data, out = _interrupted_run(tmp_path, monkeypatch)
+    state = out.with_name(out.name + ".state")
+    saved = state.read_bytes()
+    options = dict(epochs=2, encoder_weights=None, out_path=out, image_size=SIZE, verbose=False)
+    with pytest.raises(segmentation.InterruptedRunError) as info:
+        train_model(data, **options)
+    assert str(state) in str(info.value) and "--resume" in str(info.value)
+    assert "--restart" in str(info.value)
+    assert state.read_bytes() == saved and not out.exists()
+    with pytest.raises(ValueError, match="resume or restart"):
+        train_model(data, resume=True, restart=True, **options)
+    train_model(data, restart=True, **options)  # the explicit word: discard it, start anew
+    assert out.exists() and not state.exists()
+
+
+def test_the_train_command_stops_and_names_resume_and_restart(tmp_path, monkeypatch, capsys):
+    data, out = _interrupted_run(tmp_path, monkeypatch)
+    state = out.with_name(out.name + ".state")
+    saved = state.read_bytes()
+    assert segmentation.main(["train", str(data), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--resume" in err and "--restart" in err
+    assert state.read_bytes() == saved
+    with pytest.raises(SystemExit) as info:  # one or the other: a usage error
+        segmentation.main(["train", str(data), "--resume", "--restart"])
+    assert info.value.code == 2 and "not allowed with argument --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("state_saved", [False, True])
+def test_ctrl_c_suggests_resume_only_when_something_was_saved(tmp_path, monkeypatch, capsys,
+                                                              state_saved):
+    out = tmp_path / "m.pth"
+    if state_saved:
+        out.with_name("m.pth.state").write_bytes(b"a saved state")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(segmentation, "train_model", interrupted)
+    assert segmentation.main(["train", str(tmp_path), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert ("--resume" in err) == state_saved
+    assert ("nothing was saved" in err) == (not state_saved)
+
+
+def test_a_data_error_comes_before_any_word_about_the_checkpoint(tmp_path, capsys):
+    data = make_dataset(tmp_path / "train", per_class=2)
+    (data / "images" / "a" / "000.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "segmentation_model.pth"
+    out.write_bytes(b"the user's own model")
+    assert segmentation.main(["train", str(data), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "000.jpg" in captured.err and "cannot be read" in captured.err
+    assert str(out) not in captured.out and "kept" not in captured.out
+    assert out.read_bytes() == b"the user's own model"
+
+
+def test_train_one_level_too_high_names_the_folder_to_give(tmp_path, capsys):
+    data = tmp_path / "public_data"
+    make_dataset(data / "train", per_class=2)
+    assert segmentation.main(["train", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert f"but {data / 'train'} does: give that folder" in err
+    examples = tmp_path / "examples"
+    make_dataset(examples / "test", per_class=2)
+    with pytest.raises(segmentation.DataError, match=f"{examples / 'test'}"):
+        segmentation.find_pairs(examples)
