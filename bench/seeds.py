@@ -1,12 +1,17 @@
-"""Seed spread of validation records: one row per recipe, its seeds pooled.
+"""Seed spread of validation or test records: one row per recipe, its seeds pooled.
 
     python bench/seeds.py bench/results/gpu-h100/validation/*.json
+    python bench/seeds.py bench/results/scale-4372/*/benchmark.json     (test-split records)
 
 Groups bench/validate.py records by their options less the seed and prints, for each recipe,
 the number of seeds, the mean and range of the validation IoU, the mean per source, and the
 mean and range of every held-out class. The weight averages a record holds (--ema, --swa) are
 rows of their own, `average=LABEL`. Seeds decide the water classes by tens of points, so
 one recipe's run against another's says little: compare means over seeds, and their ranges.
+
+bench/benchmark.py records (a training graded on the test split) get a table of their own: a
+row per seed with its mean IoU, marks and the mean per source (image-weighted), then a row per
+recipe with the mean, the worst seed and the spread (best - worst).
 """
 
 from __future__ import annotations
@@ -62,12 +67,75 @@ def table(records: List[dict]) -> str:
     return "\n".join(lines)
 
 
+# A class's source is the part of its name before the first dot; these are the words for it.
+SOURCES = {"pets": "pets", "weizmann": "horses", "davis": "DAVIS", "duts": "DUTS"}
+
+
+def source_of(cls: str) -> str:
+    """'pets.Bengal' -> 'pets', 'duts.bird' -> 'DUTS birds', 'duts.objects' -> 'DUTS'."""
+    if cls == "duts.bird":
+        return "DUTS birds"
+    prefix = cls.split(".", 1)[0]
+    return SOURCES.get(prefix, prefix)
+
+
+def by_source(per_class: Dict[str, float], sizes: Dict[str, int]) -> Dict[str, float]:
+    """Image-weighted mean IoU per source of a per-class table."""
+    totals: Dict[str, List[float]] = {}
+    for cls, iou in per_class.items():
+        weight = totals.setdefault(source_of(cls), [0.0, 0.0])
+        weight[0] += iou * sizes[cls]
+        weight[1] += sizes[cls]
+    return {source: total / count for source, (total, count) in sorted(totals.items())}
+
+
+def recipe_key(recipe: dict) -> str:
+    """A benchmark record's recipe as the options that differ from the defaults, less the seed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from segmentation import TRAIN_DEFAULTS
+    changed = {k: v for k, v in recipe.items()
+               if k not in ("seed", "predict_size") and TRAIN_DEFAULTS.get(k, None) != v}
+    return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults"
+
+
+def test_table(records: List[dict]) -> str:
+    """Markdown tables of benchmark.py records: a row per seed, then a row per recipe pooled."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from run_tests import marks_for
+    rows = sorted(((recipe_key(r["recipe"]), r["recipe"]["seed"], r["quality"]["mean_iou"],
+                    by_source(r["quality"]["per_class"], r["quality"]["class_sizes"]))
+                   for r in records), key=lambda row: (row[0], row[1]))
+    sources = sorted({s for *_, found in rows for s in found})
+    header = ["recipe", "seed", "test mean IoU", "marks", *sources]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for recipe, seed, mean, found in rows:
+        cells = [recipe, str(seed), f"{mean:.4f}", str(marks_for(mean))]
+        lines.append("| " + " | ".join(cells + [f"{found[s]:.3f}" if s in found else ""
+                                                 for s in sources]) + " |")
+    header = ["recipe", "seeds", "test mean IoU", "worst seed", "spread", *sources]
+    lines += ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for recipe in sorted({row[0] for row in rows}):
+        runs = [row for row in rows if row[0] == recipe]
+        means = [row[2] for row in runs]
+        cells = [recipe, str(len(runs)), f"{np.mean(means):.4f}", f"{min(means):.4f}",
+                 f"{max(means) - min(means):.4f}"]
+        cells += [spread([row[3][s] for row in runs if s in row[3]]) for s in sources]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("records", nargs="+", type=Path, help="validate.py records (NAME.json)")
+    parser.add_argument("records", nargs="+", type=Path,
+                        help="validate.py records (NAME.json) or benchmark.py records (benchmark.json)")
     args = parser.parse_args()
     records = [json.loads(p.read_text()) for p in args.records if not p.name.endswith(".history.json")]
-    print(table(expand(records)))
+    tested = [r for r in records if "quality" in r]
+    validated = [r for r in records if "quality" not in r]
+    if validated:
+        print(table(expand(validated)))
+    if tested:
+        print(test_table(tested))
     return 0
 
 

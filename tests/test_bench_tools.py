@@ -175,3 +175,24 @@ def test_weight_averages_follow_the_steps():
     assert averaged["ema_0.5"].weight.item() == pytest.approx(ema)
     assert averaged["swa_0.3"].weight.item() == pytest.approx((8 + 9 + 10) / 3)
     assert model.weight.item() == 10.0  # the trained model itself is left alone
+
+
+def test_seeds_pools_test_records_by_source():
+    def record(seed, pets, duts, **options):
+        return {"recipe": {**seg.TRAIN_DEFAULTS, **options, "seed": seed},
+                "quality": {"mean_iou": (3 * pets + duts) / 4,
+                            "per_class": {"pets.Bengal": pets, "pets.Abyssinian": pets,
+                                          "weizmann.horse": pets, "duts.objects": duts},
+                            "class_sizes": {"pets.Bengal": 1, "pets.Abyssinian": 1,
+                                            "weizmann.horse": 1, "duts.objects": 1}}}
+
+    runs = [record(0, 0.8, 0.6), record(1, 0.9, 0.6), record(0, 0.7, 0.7, steps=3000)]
+    lines = seeds.test_table(runs).splitlines()
+    assert lines[0] == "| recipe | seed | test mean IoU | marks | DUTS | horses | pets |"
+    assert "| defaults | 1 | 0.8250 | 9 | 0.600 | 0.900 | 0.900 |" in lines
+    assert "| steps=3000 | 0 | 0.7000 | 7 | 0.700 | 0.700 | 0.700 |" in lines
+    pooled = lines[lines.index("") + 1:]
+    assert pooled[0] == "| recipe | seeds | test mean IoU | worst seed | spread | DUTS | horses | pets |"
+    assert "| defaults | 2 | 0.7875 | 0.7500 | 0.0750 | 0.600 (0.600-0.600) | 0.850 (0.800-0.900) " \
+           "| 0.850 (0.800-0.900) |" in pooled
+    assert seeds.source_of("duts.bird") == "DUTS birds" and seeds.source_of("davis.x") == "DAVIS"

@@ -127,6 +127,7 @@ def test_worst_must_be_positive(value, capsys):
     assert info.value.code == 2 and "--worst: must be a whole number >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(browser_check.find_browser() is None,
                     reason="no Chromium on the PATH (Debian: apt-get install chromium); "
                            "the link check above still ran")

@@ -64,3 +64,28 @@ def test_skip_reasons_speak_to_a_student(tmp_path):
     assert "not part of the package" in reason and "a student does not need" in reason
     assert "beside the project" not in reason
     assert "stand-in data set" in needs_shared(SHARED_DATA).kwargs["reason"]
+
+
+def _readme_commands() -> list:
+    """The command lines of the README's bash blocks, in order."""
+    import re
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def test_readme_installs_the_fitting_build_before_anything_else():
+    commands = _readme_commands()
+    assert commands[0] == "bash tools/setup.sh"
+    assert not any("pip install" in c for c in commands[:1])
+
+
+def test_readme_training_command_keeps_the_shipped_checkpoint():
+    train = [c for c in _readme_commands() if "segmentation.py train" in c]
+    assert train and not any("--overwrite" in c for c in train)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "git checkout segmentation_model.pth" in text
+
+
+def test_readme_quick_test_command_leaves_the_slow_tests_out():
+    assert '.venv/bin/python -m pytest -q -m "not slow" tests' in _readme_commands()

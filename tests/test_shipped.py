@@ -9,7 +9,7 @@ import pytest
 import run_tests
 from conftest import CHECKPOINT, SHARED_DATA, needs_shared
 
-pytestmark = [needs_shared(SHARED_DATA),
+pytestmark = [needs_shared(SHARED_DATA), pytest.mark.slow,
               pytest.mark.skipif(not CHECKPOINT.exists(), reason="no shipped segmentation_model.pth")]
 
 

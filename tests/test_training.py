@@ -93,13 +93,8 @@ def test_existing_checkpoint_is_never_replaced_unasked(tmp_path):
     assert out.read_bytes() != b"the user's own model"
 
 
-def test_train_model_resumes_beside_an_existing_checkpoint(tmp_path, monkeypatch):
-    """Killed mid-run, resumed by the same call: same weights, the user's file untouched."""
-    data = make_dataset(tmp_path / "train", per_class=3)
-    out = tmp_path / "segmentation_model.pth"
-    out.write_bytes(b"the user's own model")
-    options = dict(epochs=2, encoder_weights=None, out_path=out, image_size=SIZE, verbose=False)
-    uninterrupted = train_model(data, **{**options, "out_path": None})
+def _killed_after_first_epoch(monkeypatch, data, **options) -> None:
+    """train_model(data, **options), killed (KeyboardInterrupt) right after its first epoch was saved."""
     real_save = segmentation.save_atomic
 
     def die_after_first_epoch(obj, path):
@@ -109,6 +104,25 @@ def test_train_model_resumes_beside_an_existing_checkpoint(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         train_model(data, **options)
     monkeypatch.setattr(segmentation, "save_atomic", real_save)
+
+
+def _interrupted_run(tmp_path, monkeypatch):
+    """An interrupted two-epoch run on a small folder: (data folder, checkpoint path)."""
+    data = make_dataset(tmp_path / "train", per_class=3)
+    out = tmp_path / "segmentation_model.pth"
+    _killed_after_first_epoch(monkeypatch, data, epochs=2, encoder_weights=None, out_path=out,
+                              image_size=SIZE, verbose=False)
+    return data, out
+
+
+def test_train_model_resumes_beside_an_existing_checkpoint(tmp_path, monkeypatch):
+    """Killed mid-run, resumed by the same call: same weights, the user's file untouched."""
+    data = make_dataset(tmp_path / "train", per_class=3)
+    out = tmp_path / "segmentation_model.pth"
+    out.write_bytes(b"the user's own model")
+    options = dict(epochs=2, encoder_weights=None, out_path=out, image_size=SIZE, verbose=False)
+    uninterrupted = train_model(data, **{**options, "out_path": None})
+    _killed_after_first_epoch(monkeypatch, data, **options)
     resumed = train_model(data, resume=True, **options)
     assert out.read_bytes() == b"the user's own model"
     assert (tmp_path / "segmentation_model-1.pth").exists()
@@ -364,31 +378,16 @@ def test_scaler_path_scales_steps_and_skips_an_overflow(data):
 
 @pytest.mark.parametrize("command, explained", [
     ("train", ["--seed", "seeds the decoder's initialisation", "--val-fraction",
-               "hold out this last share", "(default: 0.0)", "--precision", "(default: auto)"]),
-    ("predict", ["the photo to segment", "the checkpoint to load (default: segmentation_model.pth)"])])
+               "hold out this last share", "(default: 0.0)", "--precision", "(default: auto)",
+               "--restart", "discard an interrupted run"]),
+    ("predict", ["a photo (any size; grey or colour), or a folder",
+                 "the checkpoint to load (default: segmentation_model.pth)"])])
 def test_every_option_has_help_and_shows_its_default(command, explained, capsys):
     with pytest.raises(SystemExit):
         segmentation.main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for words in explained:
         assert words in text
-
-
-def _interrupted_run(tmp_path, monkeypatch):
-    """A train_model run killed after its first epoch was saved: (data folder, checkpoint path)."""
-    data = make_dataset(tmp_path / "train", per_class=3)
-    out = tmp_path / "segmentation_model.pth"
-    real_save = segmentation.save_atomic
-
-    def die_after_first_epoch(obj, path):
-        real_save(obj, path)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(segmentation, "save_atomic", die_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(data, epochs=2, encoder_weights=None, out_path=out, image_size=SIZE,
-                    verbose=False)
-    monkeypatch.setattr(segmentation, "save_atomic", real_save)
-    return data, out
 
 
 def test_a_rerun_without_resume_keeps_the_interrupted_state(tmp_path, monkeypatch):
