@@ -1256,10 +1256,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="seeds the decoder's initialisation, the shuffling and the augmentation")
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    restart = train.add_mutually_exclusive_group()
-    restart.add_argument("--resume", action="store_true", help="continue an interrupted run of --out")
-    restart.add_argument("--restart", action="store_true",
-                         help="discard an interrupted run of --out and start anew")
+    interrupted = train.add_mutually_exclusive_group()
+    interrupted.add_argument("--resume", action="store_true",
+                             help="continue an interrupted run of --out")
+    interrupted.add_argument("--restart", action="store_true",
+                             help="discard an interrupted run of --out and start anew")
     train.add_argument("--val-fraction", type=_checked("val_fraction"),
                        default=TRAIN_DEFAULTS["val_fraction"],
                        help="hold out this last share of each class and print its IoU every pass")
@@ -1316,13 +1317,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        saved = args.command == "train" and Path(f"{args.out}.state").exists()
-        print("\ninterrupted: " + ("rerun the same command with --resume to continue from the "
-                                    "last finished pass" if saved else
-                                    "no pass had finished, so nothing was saved to resume"),
-              file=sys.stderr)
+        if args.command != "train":
+            print("\ninterrupted", file=sys.stderr)
+        elif Path(f"{args.out}.state").exists():
+            print("\ninterrupted: rerun the same command with --resume to continue from the last "
+                  "finished pass", file=sys.stderr)
+        else:
+            print("\ninterrupted: no pass had finished, so nothing was saved to resume",
+                  file=sys.stderr)
         return 130
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
