@@ -421,7 +421,9 @@ def iou_histogram_svg(ious: Sequence[float], bins: int = 20, width: int = 560,
 
 def cards_heading(shown: int, total: int) -> str:
     """The heading over the image cards, true for any number shown."""
-    return f"All {total} images, worst first" if shown >= total else f"The {shown} worst of {total} images"
+    if shown >= total:
+        return f"All {total} images, worst first"
+    return f"The {shown} worst of {total} images"
 
 
 def shown_path(path) -> str:
