@@ -132,9 +132,10 @@ def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
     missing = [f"{d}: folder not found" for d in (images_dir, gt_dir) if not d.is_dir()]
     if missing:
         nearby = split_folders_below(root)
-        hint = (f"\n  {root} holds no images/ and gt/, but {' and '.join(map(str, nearby))} "
-                f"{'does' if len(nearby) == 1 else 'do'}: give {'that' if len(nearby) == 1 else 'one'}"
-                f" folder (e.g. {nearby[0]})" if nearby else "")
+        hint = ""
+        if nearby:  # one level too high, e.g. public_data/ instead of public_data/train
+            hint = (f"\n  {root} holds no images/ and gt/, but {' and '.join(map(str, nearby))} "
+                    + ("does: give that folder" if len(nearby) == 1 else "do: give one of them"))
         raise DataError(f"{root} is not laid out as <root>/images/<class>/<name>.jpg with "
                         f"<root>/gt/<class>/<name>.png:\n  " + "\n  ".join(missing) + hint)
     images = {p.relative_to(images_dir).with_suffix(""): p
@@ -1105,8 +1106,8 @@ def predict_folder(model: nn.Module, folder: Path, out_dir: Optional[Path] = Non
             last = time.time()
             left = (last - start) / done * (len(photos) - done)
             print(f"{done}/{len(photos)} photos, ~{_format_time(left)} left", flush=True)
-    where = out_dir if out_dir else "beside the photos"
-    print(f"wrote {len(shares)} masks {'to ' if out_dir else ''}{where} in "
+    where = f"to {out_dir}" if out_dir else "beside the photos"
+    print(f"wrote {len(shares)} masks {where} in "
           f"{_format_time(time.time() - start)}"
           + (f"; the object covers {np.mean(shares):.0%} of a photo on average" if shares else ""))
     if failed:

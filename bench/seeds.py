@@ -24,6 +24,10 @@ from typing import Dict, List
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from run_tests import marks_for  # noqa: E402
+from segmentation import TRAIN_DEFAULTS  # noqa: E402
+
 
 def spread(values: List[float], digits: int = 3) -> str:
     """'mean (min-max)', or the one value."""
@@ -83,25 +87,21 @@ def by_source(per_class: Dict[str, float], sizes: Dict[str, int]) -> Dict[str, f
     """Image-weighted mean IoU per source of a per-class table."""
     totals: Dict[str, List[float]] = {}
     for cls, iou in per_class.items():
-        weight = totals.setdefault(source_of(cls), [0.0, 0.0])
-        weight[0] += iou * sizes[cls]
-        weight[1] += sizes[cls]
+        sums = totals.setdefault(source_of(cls), [0.0, 0.0])  # IoU x images, images
+        sums[0] += iou * sizes[cls]
+        sums[1] += sizes[cls]
     return {source: total / count for source, (total, count) in sorted(totals.items())}
 
 
 def recipe_key(recipe: dict) -> str:
     """A benchmark record's recipe as the options that differ from the defaults, less the seed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from segmentation import TRAIN_DEFAULTS
     changed = {k: v for k, v in recipe.items()
                if k not in ("seed", "predict_size") and TRAIN_DEFAULTS.get(k, None) != v}
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults"
 
 
-def test_table(records: List[dict]) -> str:
+def benchmark_table(records: List[dict]) -> str:
     """Markdown tables of benchmark.py records: a row per seed, then a row per recipe pooled."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from run_tests import marks_for
     rows = sorted(((recipe_key(r["recipe"]), r["recipe"]["seed"], r["quality"]["mean_iou"],
                     by_source(r["quality"]["per_class"], r["quality"]["class_sizes"]))
                    for r in records), key=lambda row: (row[0], row[1]))
@@ -135,7 +135,7 @@ def main() -> int:
     if validated:
         print(table(expand(validated)))
     if tested:
-        print(test_table(tested))
+        print(benchmark_table(tested))
     return 0
 
 

@@ -187,7 +187,7 @@ def test_seeds_pools_test_records_by_source():
                                             "weizmann.horse": 1, "duts.objects": 1}}}
 
     runs = [record(0, 0.8, 0.6), record(1, 0.9, 0.6), record(0, 0.7, 0.7, steps=3000)]
-    lines = seeds.test_table(runs).splitlines()
+    lines = seeds.benchmark_table(runs).splitlines()
     assert lines[0] == "| recipe | seed | test mean IoU | marks | DUTS | horses | pets |"
     assert "| defaults | 1 | 0.8250 | 9 | 0.600 | 0.900 | 0.900 |" in lines
     assert "| steps=3000 | 0 | 0.7000 | 7 | 0.700 | 0.700 | 0.700 |" in lines
