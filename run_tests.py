@@ -32,8 +32,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from segmentation import (DataError, IMAGE_SUFFIXES, OWN_OUTPUT, dice_score, iou_score, load_model,
-                          open_image, pixel_accuracy, read_image, read_mask, short_message)
+try:
+    from segmentation import (DataError, IMAGE_SUFFIXES, OWN_OUTPUT, RECORD_FORMAT,
+                              RECORD_VERSION, data_fingerprint, dice_score, file_sha256,
+                              iou_score, load_model, open_image, pixel_accuracy, read_image,
+                              read_mask, record_path, short_message)
+except ImportError as error:  # e.g. a torchvision built for another torch, said in one line
+    if __name__ == "__main__":
+        sys.exit(f"error: {error}")
+    raise
 
 ROOT = Path(__file__).resolve().parent
 UPLOAD = ("segmentation.py", "segmentation_model.pth")  # the two files the grader receives
@@ -68,7 +75,8 @@ def find_test_folders(data_dir) -> Tuple[Path, Path]:
 
 def _listing(folder: Path, limit: int = 6) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    shown = ", ".join(names[:limit]) + more
     return shown or "nothing"
 
 
@@ -79,7 +87,8 @@ def layout_problem(data_dir: Path) -> str:
         return (f"{data_dir}: no such folder (the nearest that exists, {parent}, holds "
                 f"{_listing(parent)})")
     if not data_dir.is_dir():
-        return f"{data_dir}: a file, not a folder; give the folder that holds test/images and test/gt"
+        return (f"{data_dir}: a file, not a folder; give the folder that holds test/images "
+                "and test/gt")
     if (data_dir / "images").is_dir() or (data_dir / "gt").is_dir():
         return (f"{data_dir} holds images/ and gt/ itself: it is a split, not the data folder; "
                 f"give the folder above it (e.g. {data_dir.parent} when this is its test/)"
@@ -92,7 +101,8 @@ def layout_problem(data_dir: Path) -> str:
             missing = [str(d) for d in (images_dir, gt_dir) if not d.is_dir()]
             if missing:
                 return f"{data_dir}: found {images_dir.parent}, but not {' nor '.join(missing)}"
-            return f"{gt_dir}: no masks in <class>/<name>.png subfolders (it holds {_listing(gt_dir)})"
+            return (f"{gt_dir}: no masks in <class>/<name>.png subfolders "
+                    f"(it holds {_listing(gt_dir)})")
     nested = sorted(p.parent.parent for p in data_dir.glob("*/test/images"))
     if nested:
         return (f"{data_dir}: no test/ here, but {nested[0]} has one, one level deeper: give "
@@ -127,12 +137,14 @@ def check_images(paths: Sequence[Path]) -> None:
         except DataError as error:
             problems.append(str(error))
     if problems:
-        raise DataError(f"{len(problems)} test photo(s) cannot be graded:\n  " + "\n  ".join(problems))
+        raise DataError(f"{len(problems)} test photo(s) cannot be graded:\n  "
+                        + "\n  ".join(problems))
 
 
 def write_predictions(predict_fn: Callable[[str], np.ndarray], images_dir: Path, out_dir: Path,
                       classes: Optional[Sequence[str]] = None) -> float:
-    """Predict every image and save `(p > 0.5) * 255` as PNG, as the grader does; seconds per image."""
+    """Predict every image and save `(p > 0.5) * 255` as PNG, as the grader does; returns the
+    seconds per image."""
     images = _files(images_dir, IMAGE_SUFFIXES, classes)
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
@@ -296,44 +308,61 @@ def grade_upload(data_dir, project_dir=ROOT, checkpoint=None, python: str = sys.
     Returns evaluate()'s dict plus "environment" (python, torch, torchvision versions).
     Raises UploadError when the upload would fail in the grader, DataError for bad data.
     """
-    project_dir = Path(project_dir)
-    if os.sep in python:  # a path: absolute, since the upload runs in another folder (no
-        python = os.path.abspath(python)  # resolve(): a venv's python is a link to keep as is
-    sources = [project_dir / UPLOAD[0], Path(checkpoint) if checkpoint else project_dir / UPLOAD[1]]
-    for path in sources:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (the upload is {' and '.join(UPLOAD)})")
+    sources = upload_sources(project_dir, checkpoint)
     images_dir, gt_dir = find_test_folders(data_dir)
     images = _files(images_dir, IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
     check_images(list(images.values()))
     with tempfile.TemporaryDirectory() as tmp:
-        upload, pred_dir = Path(tmp) / "upload", Path(out_dir) if out_dir else Path(tmp) / "pred"
-        upload.mkdir()
-        for source, name in zip(sources, UPLOAD):
-            shutil.copyfile(source, upload / name)
-        jobs = [(str(path.resolve()), str((pred_dir / key.with_suffix(".png")).resolve()))
-                for key, path in images.items()]
-        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        result = subprocess.run([python, "-c", GRADER, str(Path(tmp) / "jobs.json"),
-                                 str(project_dir.resolve())],
-                                cwd=upload, env=env, capture_output=True, text=True)
-        if result.returncode == 4:
-            raise UploadError(checkpoint_problem(sources[1], result.stderr))
-        if result.returncode != 0:
-            lines = result.stderr.strip().splitlines()
-            reason = next((l[len("upload error: "):] for l in lines if l.startswith("upload error: ")),
-                          None)
-            raise UploadError(reason or f"{python} exited with {result.returncode}:\n"
-                              + "\n".join(lines[-15:]))
-        environment = json.loads(result.stdout.strip().splitlines()[-1])
+        pred_dir = Path(out_dir) if out_dir else Path(tmp) / "pred"
+        jobs = [(path, pred_dir / key.with_suffix(".png")) for key, path in images.items()]
+        environment = run_as_grader(sources, jobs, python, project_dir)
         records = score_predictions(pred_dir, gt_dir, images_dir)
     graded = summarize(records, environment.pop("seconds_per_image"))
     graded.update(environment=environment, images_dir=images_dir, gt_dir=gt_dir,
                   skipped=skipped_outputs(images_dir))
     return graded
+
+
+def upload_sources(project_dir=ROOT, checkpoint=None) -> List[Path]:
+    """[segmentation.py, the checkpoint] to upload; FileNotFoundError if one is missing."""
+    project_dir = Path(project_dir)
+    sources = [project_dir / UPLOAD[0], Path(checkpoint) if checkpoint else project_dir / UPLOAD[1]]
+    for path in sources:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (the upload is {' and '.join(UPLOAD)})")
+    return sources
+
+
+def run_as_grader(sources: Sequence[Path], jobs: Sequence[Tuple[Path, Path]],
+                  python: str = sys.executable, project_dir=ROOT) -> Dict:
+    """Copy `sources` (segmentation.py, a checkpoint) alone into an empty folder under the names
+    the grader gives them, and run GRADER there in a fresh `python` on `jobs`, (photo, where its
+    thresholded mask goes) pairs. Returns its environment: python, torch and torchvision versions
+    and seconds per image. UploadError where the grader would fail, saying why."""
+    if os.sep in python:  # a path: absolute, since the upload runs in another folder (no
+        python = os.path.abspath(python)  # resolve(): a venv's python is a link to keep as is
+    with tempfile.TemporaryDirectory() as tmp:
+        upload = Path(tmp) / "upload"
+        upload.mkdir()
+        for source, name in zip(sources, UPLOAD):
+            shutil.copyfile(source, upload / name)
+        (Path(tmp) / "jobs.json").write_text(json.dumps(
+            [(str(Path(photo).resolve()), str(Path(out).resolve())) for photo, out in jobs]))
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        result = subprocess.run([python, "-c", GRADER, str(Path(tmp) / "jobs.json"),
+                                 str(Path(project_dir).resolve())],
+                                cwd=upload, env=env, capture_output=True, text=True)
+    if result.returncode == 4:
+        raise UploadError(checkpoint_problem(sources[1], result.stderr))
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        reason = next((l[len("upload error: "):] for l in lines if l.startswith("upload error: ")),
+                      None)
+        raise UploadError(reason or f"{python} exited with {result.returncode}:\n"
+                          + "\n".join(lines[-15:]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def checkpoint_problem(checkpoint: Path, grader_stderr: str) -> str:
@@ -345,6 +374,94 @@ def checkpoint_problem(checkpoint: Path, grader_stderr: str) -> str:
     raw = next((line for line in grader_stderr.splitlines() if line.startswith("checkpoint error")),
                grader_stderr)
     return f"{checkpoint}: the grader's torch cannot load it: {short_message(raw)}"
+
+
+# ------------------------------------------------------------------------------------------
+# Which model: its training record, and the course's rule
+# ------------------------------------------------------------------------------------------
+
+RULE = ("the course requires uploading a model that train_model makes from its own training "
+        "data")
+
+
+def find_record(checkpoint: Path) -> Tuple[Optional[Dict], Optional[Path], List[str]]:
+    """(record, its path, notes) for `checkpoint`: the training record beside it
+    (segmentation_model-1.json for segmentation_model-1.pth) when it names the checkpoint's
+    SHA-256, else another record in the same folder that does (a checkpoint renamed without
+    its record). Notes say, one line each, why a record found was not used."""
+    checkpoint = Path(checkpoint)
+    own = record_path(checkpoint)
+    digest = file_sha256(checkpoint)
+    notes: List[str] = []
+    others = sorted(p for p in checkpoint.parent.glob("*.json") if p != own)
+    for path in ([own] if own.exists() else []) + others:
+        record, problem = _read_record(path)
+        if record is not None and record.get("sha256") == digest:
+            return record, path, notes
+        if path == own:
+            notes.append(problem or f"{path.name} is the record of another checkpoint (its "
+                                    f"SHA-256 differs from {checkpoint.name}'s): not used")
+    return None, None, notes
+
+
+def _read_record(path: Path) -> Tuple[Optional[Dict], Optional[str]]:
+    """(the training record in `path`, None), or (None, why it is not one this version reads)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return None, f"{path.name}: too large to be a training record: not used"
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"{path.name}: unreadable as a training record ({short_message(error, 80)})"
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return None, f"{path.name}: not a training record of this package: not used"
+    if record.get("version") != RECORD_VERSION:
+        return None, (f"{path.name}: a training record of another version "
+                      f"({record.get('version')}; this package reads {RECORD_VERSION}): not used")
+    return record, None
+
+
+def describe_model(checkpoint: Path, data_dir: Optional[Path]) -> Dict:
+    """Which model `checkpoint` is, in words, and whether it was trained on `data_dir/train`.
+
+    Returns {"lines": what to print, "warning": the rule's line or None, "reference",
+    "record", "trained_on_data"}. A warning, never an error: the grading goes on.
+    """
+    record, where, lines = find_record(checkpoint)
+    train = data_dir / "train" if data_dir is not None else None
+    has_train = train is not None and (train / "images").is_dir() and (train / "gt").is_dir()
+    matches = None
+    if has_train and record is not None:
+        try:
+            matches = data_fingerprint(train)["digest"] == record["trained_on"]["digest"]
+        except (DataError, KeyError, TypeError):
+            matches = False
+    if record is None:
+        lines.append(f"model: {checkpoint.name} has no training record (nothing says what it "
+                     "was trained on)")
+    elif record.get("reference"):
+        pairs = record.get("trained_on", {}).get("pairs", "?")
+        lines.append(f"model: the package's reference model, trained on the maintainers' "
+                     f"stand-in data ({pairs:,} pairs), not on the course's: for trying the "
+                     f"package, not for uploading (record {where.name})")
+    else:
+        trained = record.get("trained_on", {})
+        lines.append(f"model: trained on {trained.get('folder')} ({trained.get('pairs', '?'):,} "
+                     f"pairs, {str(record.get('finished', '?'))[:10]}, "
+                     f"{record.get('steps', '?'):,} steps, seed {record.get('seed', '?')}; "
+                     f"record {where.name})")
+    warning = None
+    if has_train and not matches:
+        why = "it has no training record" if record is None else (
+            "its record says it was trained on other data" if not record.get("reference")
+            else "it is the package's reference model")
+        warning = (f"warning: this checkpoint was not trained on {shown_path(train)} ({why}); "
+                   f"{RULE}: python segmentation.py train {shown_path(train)}")
+    elif has_train:
+        lines.append(f"its training record matches {shown_path(train)} "
+                     f"({record['trained_on']['pairs']:,} pairs)")
+    return {"lines": lines, "warning": warning,
+            "reference": bool(record and record.get("reference")),
+            "record": str(where) if where else None, "trained_on_data": matches}
 
 
 # ------------------------------------------------------------------------------------------
@@ -394,7 +511,8 @@ def iou_histogram_svg(ious: Sequence[float], bins: int = 20, width: int = 560,
         h = count * scale
         parts.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" '
                      f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{HISTOGRAM_BARS}">'
-                     f'<title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: {count} images</title></rect>')
+                     f'<title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: {count} images</title>'
+                     '</rect>')
     for tick in np.linspace(0, 1, 11):
         x = left + tick * plot_w
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 15}" font-size="11" '
@@ -457,7 +575,8 @@ def prepare_report_dir(target: Path, overwrite: bool) -> Tuple[Path, Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
     except OSError as error:
-        raise ValueError(f"--report {target}: cannot write there ({error.strerror or error})") from None
+        raise ValueError(f"--report {target}: cannot write there "
+                         f"({error.strerror or error})") from None
     return final, staging
 
 
@@ -509,7 +628,8 @@ def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model
         by_class.setdefault(record["class"], []).append(record)
     rank_of = {r["image"]: i for i, r in enumerate(records[:worst], 1)}
     rows = []
-    for cls, members in sorted(by_class.items(), key=lambda item: np.mean([r["iou"] for r in item[1]])):
+    worst_first = sorted(by_class.items(), key=lambda item: np.mean([r["iou"] for r in item[1]]))
+    for cls, members in worst_first:
         low = members[0]  # records are sorted by IoU
         link = (f'<a href="#worst-{rank_of[low["image"]]}">{escape(low["image"])}</a>'
                 if low["image"] in rank_of else escape(low["image"]))
@@ -518,9 +638,13 @@ def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model
                     f'<td>{link} ({low["iou"]:.3f})</td></tr>')
     env = result["environment"]
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:12]
-    legend = "".join(f'<span class="key"><i style="background:rgb{colour}"></i>{escape(words)}</span>'
-                     for colour, words in COLOURS.values())
+    legend = "".join(f'<span class="key"><i style="background:rgb{colour}"></i>'
+                     f'{escape(words)}</span>' for colour, words in COLOURS.values())
     mean = result["mean_iou"]
+    model = result.get("model") or {"lines": [], "warning": None}
+    model_words = "".join(f'<p class="model">{escape(line)}</p>\n' for line in model["lines"])
+    if model["warning"]:
+        model_words += f'<p class="warning">{escape(model["warning"])}</p>\n'
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Grading report: mean IoU {mean:.4f}</title>
 <style>
@@ -529,15 +653,17 @@ h1 {{ font-size: 24px; margin-bottom: 4px; }} .meta {{ color: #555; }}
 .marks {{ font-size: 20px; }} table {{ border-collapse: collapse; margin: 8px 0 16px; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: 3px 12px 3px 0; text-align: left; }}
 .key {{ margin-right: 18px; white-space: nowrap; }}
-.key i {{ display: inline-block; width: 14px; height: 14px; margin-right: 6px; vertical-align: -2px; }}
+.key i {{ display: inline-block; width: 14px; height: 14px; margin-right: 6px;
+          vertical-align: -2px; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 14px; }}
 .card {{ margin: 0; width: 500px; }} .card img {{ width: 244px; height: auto; margin-right: 4px; }}
 figcaption {{ font-size: 13px; }}
+.warning {{ border-left: 4px solid #d55e00; padding: 4px 10px; background: #fbeee6; }}
 </style></head><body>
 <h1>Grading report</h1>
 <p class="marks"><b>{marks_for(mean)}/10 marks</b>: mean IoU <b>{mean:.4f}</b> over
 {len(records)} images</p>
-<p class="meta">Model {escape(shown_path(model_path))} (SHA-256 {digest}...), graded
+{model_words}<p class="meta">Model {escape(shown_path(model_path))} (SHA-256 {digest}...), graded
 {time.strftime("%Y-%m-%d %H:%M")} with Python {escape(env["python"])}, torch {escape(env["torch"])};
 data {escape(shown_path(result["images_dir"]))}.</p>
 <h2>Per class, worst first</h2>
@@ -591,8 +717,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Layouts of DATA_DIR:\n"
-               "  DATA_DIR/test/images/<class>/<name>.jpg with DATA_DIR/test/gt/<class>/<name>.png\n"
-               "  DATA_DIR/00_test_val_input/test/images/<class>/ with DATA_DIR/00_test_val_gt/<class>/\n"
+               "  DATA_DIR/test/images/<class>/<name>.jpg with\n"
+               "    DATA_DIR/test/gt/<class>/<name>.png\n"
+               "  DATA_DIR/00_test_val_input/test/images/<class>/ with\n"
+               "    DATA_DIR/00_test_val_gt/<class>/\n"
                "Without DATA_DIR: public_data/ if anything is in it, else tests/00_test_val_* if\n"
                "present, else the 12 bundled photos in examples/.")
     parser.add_argument("data_dir", nargs="?", default=None, metavar="DATA_DIR",
@@ -605,8 +733,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", help="keep the predicted PNGs in this folder")
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--report", metavar="DIR",
-                        help="also write a page to look at, DIR/index.html: marks, per-class table, "
-                             "IoU histogram and the worst images with their errors coloured")
+                        help="also write a page to look at, DIR/index.html: marks, per-class "
+                             "table, IoU histogram and the worst images with their errors "
+                             "coloured")
     parser.add_argument("--worst", type=_positive, default=24, metavar="N",
                         help="how many of the worst images the report shows (default: 24)")
     parser.add_argument("--overwrite", action="store_true",
@@ -633,9 +762,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             except (DataError, FileNotFoundError, ValueError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
+            model_path = Path(args.model) if args.model else ROOT / UPLOAD[1]
+            result["model"] = describe_model(model_path, Path(data_dir))
             print_result(result)
             if report is not None:
-                model_path = Path(args.model) if args.model else ROOT / UPLOAD[1]
                 page = write_report(result, pred_dir, *report, model_path, args.worst)
                 print(f"report: {page}")
                 report = None  # moved into place
@@ -643,7 +773,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if report is not None:
             shutil.rmtree(report[1], ignore_errors=True)  # the unused staging folder
     if args.json:
-        keep = {k: v for k, v in result.items() if k not in ("records", "images_dir", "gt_dir", "skipped")}
+        left_out = ("records", "images_dir", "gt_dir", "skipped")
+        keep = {k: v for k, v in result.items() if k not in left_out}
         Path(args.json).write_text(json.dumps(keep, indent=1))
     return 0
 
@@ -659,6 +790,9 @@ def print_result(result: Dict) -> None:
     for name, iou in result["per_class"].items():
         print(f"{name:32s} {result['class_sizes'][name]:4d} images  IoU {iou:.4f}")
     print(f"{len(result['records'])} images, {result['seconds_per_image'] * 1000:.0f} ms per image")
+    model = result.get("model")
+    if model is not None:  # said next to the marks: the per-class lines above may be many
+        print("\n".join(model["lines"] + ([model["warning"]] if model["warning"] else [])))
     print(f"mean IoU {result['mean_iou']:.4f}")
     print(f"marks {marks_for(result['mean_iou'])}/10")
 

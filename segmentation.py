@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import inspect
 import json
 import math
 import os
+import platform
 import random
 import re
 import sys
@@ -32,8 +34,35 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from PIL import Image
+
+
+def torchvision_problem(error: BaseException) -> str:
+    """One line for a torchvision that does not load with this torch, instead of the traceback
+    from inside torchvision: both versions, the missing operator, the mend. Most often the two
+    were built for each other's other versions (a separate install, a notebook's upgrade)."""
+    from importlib import metadata
+    try:
+        version = f"torchvision {metadata.version('torchvision')}"
+    except metadata.PackageNotFoundError:
+        version = "torchvision"
+    if isinstance(error, ModuleNotFoundError) and version == "torchvision":
+        return (f"torchvision is not installed beside torch {torch.__version__}: mend it with "
+                "bash tools/setup.sh (or pip install torchvision)")
+    missing = re.search(r"operator (\S+) does not exist", str(error))
+    what = (f"its operator {missing.group(1)} is missing" if missing else
+            f"{type(error).__name__}: {' '.join(str(error).split())[:160]}")
+    return (f"{version} does not load with torch {torch.__version__} ({what}): the two were "
+            "not built for each other; mend it with bash tools/setup.sh (or reinstall both "
+            "together)")
+
+
+try:
+    import torchvision
+except Exception as error:  # RuntimeError "operator torchvision::nms does not exist", ...
+    if __name__ == "__main__":  # a command: one line and exit 1
+        sys.exit(f"error: {torchvision_problem(error)}")
+    raise ImportError(torchvision_problem(error)) from None  # the grader's import: the same line
 
 # ------------------------------------------------------------------------------------------
 # Config: the defaults that produced the shipped segmentation_model.pth
@@ -45,7 +74,7 @@ MEAN = (0.485, 0.456, 0.406)          # ImageNet statistics, as the encoder was 
 STD = (0.229, 0.224, 0.225)
 DECODER_CHANNELS = (96, 48, 24, 16)    # decoder outputs at strides 16, 8, 4, 2
 TRAIN_DEFAULTS = dict(
-    steps=1992,                       # optimisation steps, whatever the data size (24 passes over 1,323)
+    steps=1992,                       # optimisation steps, whatever the data size
     batch_size=16,
     lr=1e-3,
     encoder_lr_scale=0.3,             # the pretrained encoder's learning rate, relative to lr
@@ -56,9 +85,10 @@ TRAIN_DEFAULTS = dict(
     image_size=IMAGE_SIZE,
     crop_size=CROP_SIZE,
     min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4, no backward through them)
-    early_crop_size=0,                # >0: the first early_fraction of steps on these smaller windows
-    early_fraction=0.5,               # (progressive resizing: cheaper steps while the model is rough)
+    frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4, no backward)
+    early_crop_size=0,                # >0: the first early_fraction of steps on smaller windows
+    early_fraction=0.5,               # (progressive resizing: cheap steps while the model is rough)
+    loss="bce_dice",                  # see LOSSES
 )
 # `train --fast`: a frozen stem and progressive resizing train 1.65x as many images a second,
 # so its 2,200 steps take about 2/3 of the defaults' time. It beat the defaults at equal time on
@@ -122,8 +152,9 @@ def read_mask(path) -> np.ndarray:
 
 
 def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
-    """(image, mask, class) for every `root/images/<class>/<name>.*` with `root/gt/<class>/<name>.png`,
-    and the list of problems found: images without masks, masks without images.
+    """(image, mask, class) for every `root/images/<class>/<name>.*` with
+    `root/gt/<class>/<name>.png`, and the problems found: images without masks, masks without
+    images.
 
     A missing folder or a folder without images raises DataError at once: nothing else to check.
     """
@@ -144,7 +175,8 @@ def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
              for p in sorted(gt_dir.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not images:
         raise DataError(f"{images_dir}: no images found in <class>/ subfolders")
-    problems = [f"{images[k]}: no mask (expected {gt_dir / k}.png)" for k in images if k not in masks]
+    problems = [f"{images[k]}: no mask (expected {gt_dir / k}.png)"
+                for k in images if k not in masks]
     problems += [f"{masks[k]}: mask without an image" for k in masks if k not in images]
     return [(images[k], masks[k], k.parts[0]) for k in sorted(images) if k in masks], problems
 
@@ -209,7 +241,8 @@ class SegmentationData:
                 continue
             self.images[index] = torch.from_numpy(_resize(image, image_size)).permute(2, 0, 1)
             # Masks are resized softly and thresholded after augmentation: smoother edges.
-            self.masks[index, 0] = torch.from_numpy(_resize(mask.astype(np.uint8) * 255, image_size))
+            soft = _resize(mask.astype(np.uint8) * 255, image_size)
+            self.masks[index, 0] = torch.from_numpy(soft)
         if problems:
             raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
 
@@ -325,7 +358,8 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: Optional
 
 def conv_block(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
     """3x3 convolution, optional batch norm, ReLU."""
-    layers: List[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm)]
+    layers: List[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1,
+                                         bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
     layers.append(nn.ReLU(inplace=True))
@@ -412,7 +446,8 @@ class UNet(nn.Module):
         super().__init__()
         levels = list(encoder.out_channels)
         if len(decoder_channels) != len(levels) - 1:
-            raise ValueError(f"need {len(levels) - 1} decoder channel counts, got {decoder_channels}")
+            raise ValueError(f"need {len(levels) - 1} decoder channel counts, "
+                             f"got {decoder_channels}")
         self.encoder = encoder
         self.skips = skips
         blocks, in_channels = [], levels[-1]
@@ -445,7 +480,7 @@ def get_model() -> UNet:
 
 
 def get_scratch_model(skips: bool) -> UNet:
-    """Assignment parts 1-2: the from-scratch encoder-decoder (skips=False) or U-Net (skips=True)."""
+    """Assignment parts 1-2: the from-scratch encoder-decoder (skips=False) or U-Net (True)."""
     return UNet(ConvEncoder(batch_norm=False), (128, 64, 32, 16), skips=skips, batch_norm=False)
 
 
@@ -461,6 +496,30 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     intersection = (prob * target).sum(1)
     dice = (2 * intersection + 1) / (prob.sum(1) + target.sum(1) + 1)
     return bce + (1 - dice).mean()
+
+
+def lovasz_hinge_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Lovász hinge (Berman et al., 2018), per image, then averaged: a convex surrogate of
+    1 - IoU whose gradient weights each pixel's hinge error by how much it moves that image's IoU,
+    the quantity the grader averages."""
+    logits, target = logits.flatten(1), target.flatten(1)
+    errors = 1 - logits * (2 * target - 1)
+    errors, order = errors.sort(dim=1, descending=True)
+    truth = target.gather(1, order)
+    total = truth.sum(1, keepdim=True)
+    # IoU loss after 1, 2, ... of the worst pixels are counted as wrong; its steps are the weights.
+    jaccard = 1 - (total - truth.cumsum(1)) / (total + (1 - truth).cumsum(1))
+    weights = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+    return (F.relu(errors) * weights).sum(1).mean()
+
+
+def bce_lovasz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus the Lovász hinge: BCE for every pixel, Lovász for the IoU."""
+    return F.binary_cross_entropy_with_logits(logits, target) + lovasz_hinge_loss(logits, target)
+
+
+LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "bce_dice": bce_dice_loss, "bce_lovasz": bce_lovasz_loss}
 
 
 def iou_score(pred: np.ndarray, target: np.ndarray) -> float:
@@ -513,7 +572,8 @@ def load_encoder_weights(encoder: MobileNetV2Encoder, weights="imagenet") -> str
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     missing = [k for k in encoder.features.state_dict() if k not in features]
     if missing:
-        raise ValueError(f"{source}: not a MobileNetV2 state_dict (missing e.g. features.{missing[0]})")
+        raise ValueError(f"{source}: not a MobileNetV2 state_dict "
+                         f"(missing e.g. features.{missing[0]})")
     encoder.features.load_state_dict(features, strict=False)  # drops the unused last conv
     return source
 
@@ -526,7 +586,7 @@ def _torchvision_imagenet_state() -> Dict[str, torch.Tensor]:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns the generator that drives shuffling and augmentation."""
+    """Seed Python, NumPy and torch; returns the generator of the shuffling and augmentation."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -629,16 +689,19 @@ def make_grad_scaler(precision: str):
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               masks: torch.Tensor, precision: str = "fp32", scaler=None) -> float:
-    """One optimisation step on a batch (BCE + Dice, the loss in float32); returns the loss.
+               masks: torch.Tensor, precision: str = "fp32", scaler=None,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = bce_dice_loss
+               ) -> float:
+    """One optimisation step on a batch (`loss_fn`, computed in float32); returns the loss.
 
     The forward pass runs under autocast for "fp16"/"bf16"; with a `scaler` (fp16) the loss is
     scaled before backward and a step whose gradients overflowed is skipped.
     """
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16,
+                        enabled=dtype is not None):
         logits = model(images)
-    loss = bce_dice_loss(logits.float(), masks)
+    loss = loss_fn(logits.float(), masks)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -670,19 +733,23 @@ def freeze_layers(model: nn.Module, count: int) -> None:
 def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         *, steps: int = TRAIN_DEFAULTS["steps"], epochs: Optional[int] = None,
         batch_size: int = TRAIN_DEFAULTS["batch_size"],
-        lr: float = TRAIN_DEFAULTS["lr"], encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
+        lr: float = TRAIN_DEFAULTS["lr"],
+        encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
         weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
-        warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"], seed: int = TRAIN_DEFAULTS["seed"],
+        warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"],
+        seed: int = TRAIN_DEFAULTS["seed"],
         crop_size: int = TRAIN_DEFAULTS["crop_size"],
         min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
         frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
         early_crop_size: int = TRAIN_DEFAULTS["early_crop_size"],
         early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
-        time_budget: Optional[float] = None, device: Optional[str] = None,
+        loss: str = TRAIN_DEFAULTS["loss"], time_budget: Optional[float] = None,
+        device: Optional[str] = None,
         precision: str = "auto", state_path: Optional[Path] = None, resume: bool = False,
         verbose: bool = True, clock: Callable[[], float] = time.perf_counter
         ) -> List[Dict[str, float]]:
-    """Train `model` in place with AdamW, warm-up + cosine, BCE + Dice; returns per-epoch history.
+    """Train `model` in place with AdamW, warm-up + cosine, `loss` (LOSSES); returns the history
+    per epoch.
 
     The length is `steps` batches, so a larger folder takes as long, with fewer passes over it;
     `epochs`, when given, asks for that many full passes instead. The encoder's learning rate
@@ -755,12 +822,14 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             if time_budget:
                 progress = max(progress, (time.time() - start) / time_budget)
             for group in optimizer.param_groups:
-                group["lr"] = group["lr_scale"] * learning_rate(min(progress, 1.0), lr, warmup_fraction)
+                rate = learning_rate(min(progress, 1.0), lr, warmup_fraction)
+                group["lr"] = group["lr_scale"] * rate
             images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
                                              generator, augment=True, crop_size=window_at(progress),
                                              min_crop_area=min_crop_area)
             images = images.contiguous(memory_format=torch.channels_last)
-            losses.append(train_step(model, optimizer, images, masks, precision, scaler))
+            losses.append(train_step(model, optimizer, images, masks, precision, scaler,
+                                     LOSSES[loss]))
             if verbose and not time_budget:
                 estimate.step_done(step + 1)
             if time_budget and time.time() - start >= time_budget:
@@ -771,12 +840,14 @@ def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[Segme
             record["val_iou"] = evaluate_batches(model, val_data, device)
         history.append(record)
         if verbose:
-            done = record["time"] / work(record["steps"]) * (work(total_steps) - work(record["steps"]))
+            per_work = record["time"] / work(record["steps"])
+            done = per_work * (work(total_steps) - work(record["steps"]))
             left = time_budget - record["time"] if time_budget else done
             val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
             of = "" if time_budget else f"/{epochs}"
             print(f"epoch {epoch + 1:3d}{of}  step {record['steps']:5d}  loss {record['loss']:.4f}"
-                  f"{val}  {_format_time(record['time'])} elapsed, ~{_format_time(max(left, 0))} left",
+                  f"{val}  {_format_time(record['time'])} elapsed, "
+                  f"~{_format_time(max(left, 0))} left",
                   flush=True)
         if state_path is not None:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -818,7 +889,8 @@ class _RunEstimate:
             seconds = self.clock() - self.started
             per_work = seconds / (self.work(self.last) - self.work(self.warm))
             left = per_work * (self.work(self.total) - self.work(self.last))
-            print(f"steps {self.warm + 1}-{self.last} took {seconds / (self.last - self.warm):.2f} s "
+            each = seconds / (self.last - self.warm)
+            print(f"steps {self.warm + 1}-{self.last} took {each:.2f} s "
                   f"each here: expect about {_format_time(left)} more for the remaining "
                   f"{self.total - self.last} steps", flush=True)
             self.active = False
@@ -840,17 +912,99 @@ def clean_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _free_path(path: Path) -> Path:
-    """`path` if it does not exist yet, else the first of name-1.pth, name-2.pth, ... that doesn't."""
+def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
+    """`path` if it does not exist yet, else the first of name-1.pth, name-2.pth, ... that doesn't;
+    a name counts as taken too while a file of the same stem with one of `companions`' suffixes
+    exists (a checkpoint's training record)."""
     candidate, n = path, 0
-    while candidate.exists():
+    while candidate.exists() or any(candidate.with_suffix(s).exists() for s in companions):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
 
 
+# ------------------------------------------------------------------------------------------
+# Training records: what a checkpoint was trained on, kept beside it (never uploaded)
+# ------------------------------------------------------------------------------------------
+
+RECORD_FORMAT, RECORD_VERSION = "bird-segmentation training record", 1
+
+
+def record_path(checkpoint) -> Path:
+    """Where a checkpoint's training record lives: model-1.pth -> model-1.json."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(root) -> Dict:
+    """What a training folder holds, cheap to recompute (names and sizes, no decoding): the pairs
+    per class and a SHA-256 of the sorted relative paths with their sizes in bytes. The same
+    data moved elsewhere keeps its fingerprint; a file added, removed or resized changes it."""
+    root = Path(root)
+    pairs, _ = scan_pairs(root)
+    digest, classes = hashlib.sha256(), {}  # type: ignore[var-annotated]
+    for image, mask, cls in pairs:
+        classes[cls] = classes.get(cls, 0) + 1
+        for path in (image, mask):
+            digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    return {"pairs": len(pairs), "classes": classes, "digest": digest.hexdigest()}
+
+
+# train_model's keywords as the train command spells them (the rest exist only in Python).
+CLI_FLAGS = {"steps": "--steps", "epochs": "--epochs", "time_budget": "--minutes", "seed": "--seed",
+             "val_fraction": "--val-fraction", "val_data_path": "--val-data",
+             "val_images": "--val-images", "precision": "--precision"}
+
+
+def reproduce_command(train_data_path, options: Dict) -> str:
+    """The command that trains the same model again from `options` (the keywords given that
+    differ from the defaults): the train command where its flags say everything, else the
+    train_model call."""
+    flags = dict(options)
+    if "time_budget" in flags:  # the clock ends such a run; its step count is a stand-in
+        flags.pop("steps", None)
+    fast = all(flags.get(k) == v for k, v in FAST_RECIPE.items())
+    if fast:
+        for key in FAST_RECIPE:
+            flags.pop(key)
+    if set(flags) <= set(CLI_FLAGS):
+        words = [f"{CLI_FLAGS[k]} {v / 60 if k == 'time_budget' else v}" for k, v in flags.items()]
+        return " ".join(["python segmentation.py train", str(train_data_path)]
+                        + (["--fast"] if fast else []) + words)
+    keywords = "".join(f", {k}={v!r}" for k, v in options.items())
+    return (f'python -c "import segmentation; '
+            f'segmentation.train_model({str(train_data_path)!r}{keywords})"')
+
+
+def save_checkpoint(model: nn.Module, out: Path, record: Dict) -> None:
+    """Save `model`'s clean state_dict at `out` and `record` (plus the checkpoint's SHA-256) at
+    record_path(out), each through a temporary file and a rename: a crash leaves neither half
+    written. The record goes first, so a checkpoint never appears without its record; a record
+    left alone by a crash names another checkpoint's SHA-256, which readers check."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    record_tmp = record_path(out).with_name(record_path(out).name + ".tmp")
+    try:
+        torch.save(clean_state_dict(model), tmp)
+        record = {**record, "checkpoint": out.name, "sha256": file_sha256(tmp)}
+        record_tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(record_tmp, record_path(out))
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, record_tmp):
+            if leftover.exists():
+                leftover.unlink()
+
+
 class _LoadProgress:
-    """Prints how far loading a folder has got, every few seconds (a silent minute looks like a hang)."""
+    """Prints how far loading a folder has got, every few seconds (a silent minute looks hung)."""
 
     def __init__(self, log, every: float = 5.0) -> None:
         self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
@@ -873,6 +1027,7 @@ OPTION_RULES: Dict[str, Tuple[type, Callable[[float], bool], str]] = {
     "time_budget": (float, lambda v: v > 0, "a number of seconds > 0"),
     "minutes": (float, lambda v: v > 0, "a number of minutes > 0"),
     "val_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "val_images": (int, lambda v: v >= 1, "a whole number >= 1"),
     "min_crop_area": (float, lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
     "early_fraction": (float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "warmup_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
@@ -908,6 +1063,8 @@ def check_train_options(steps: Optional[int], epochs: Optional[int], device: Opt
     for name, value in named.items():
         if name in OPTION_RULES and value is not None:
             check_option(name, value)
+    if fit_options.get("loss", TRAIN_DEFAULTS["loss"]) not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {fit_options['loss']!r}")
     device = resolve_device(device)
     return device, choose_precision(device, fit_options.get("precision", "auto"))
 
@@ -915,19 +1072,26 @@ def check_train_options(steps: Optional[int], epochs: Optional[int], device: Opt
 def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optional[int] = None,
                 seed: int = TRAIN_DEFAULTS["seed"], encoder_weights="imagenet",
                 out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
-                val_fraction: float = TRAIN_DEFAULTS["val_fraction"],
+                val_fraction: float = TRAIN_DEFAULTS["val_fraction"], val_data_path=None,
+                val_images: Optional[int] = None,
                 image_size: int = TRAIN_DEFAULTS["image_size"],
                 crop_size: int = TRAIN_DEFAULTS["crop_size"], device: Optional[str] = None,
                 resume: bool = False, restart: bool = False, history_path=None,
                 verbose: bool = True, **fit_options) -> UNet:
-    """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in eval mode.
+    """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in
+    eval mode.
 
     The defaults reproduce the shipped checkpoint. Training takes `steps` batches (default
     TRAIN_DEFAULTS["steps"]) whatever the folder's size; `epochs` asks for full passes instead
     (not both). `encoder_weights`: "imagenet" (the
     SEGMENTATION_ENCODER_WEIGHTS file if set, else torchvision's), a path, or None (random).
-    `out_path`: where the state_dict goes (None: not saved). An existing file is replaced only
-    with `overwrite=True`; otherwise the model is saved beside it under a free name.
+    `out_path`: where the state_dict goes (None: not saved), with its training record beside it
+    (record_path: the data's fingerprint, the recipe, the run's facts). An existing checkpoint
+    or record is replaced only with `overwrite=True`; otherwise both go beside it under a free
+    name (segmentation_model-1.pth with segmentation_model-1.json, ...).
+    Validation, printed every pass: the last `val_fraction` of each class held out of training,
+    or a separate folder `val_data_path` in the same layout (e.g. the course's public test/),
+    of which `val_images` keeps a fixed, evenly spaced sample (a CPU's pass over all is slow).
     Images are held squashed to `image_size` (the size `predict` uses) and trained on as
     augmented `crop_size` windows. The training state is kept in `<out_path>.state` after
     each epoch: if one is there, `resume=True` continues it and `restart=True` discards it;
@@ -936,10 +1100,19 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     Every option is checked before any file is read: a value out of range is a ValueError.
     """
     device, precision = check_train_options(steps, epochs, device, fit_options, seed=seed,
-                                            val_fraction=val_fraction, image_size=image_size,
-                                            crop_size=crop_size)
+                                            val_fraction=val_fraction, val_images=val_images,
+                                            image_size=image_size, crop_size=crop_size)
     if resume and restart:
         raise ValueError("give resume or restart, not both")
+    if val_fraction and val_data_path is not None:
+        raise ValueError("give val_fraction or val_data_path, not both")
+    # Every keyword that differs from the defaults, for the record and its command.
+    asked = {"steps": steps, "epochs": epochs, "seed": seed, "val_fraction": val_fraction,
+             "val_data_path": val_data_path, "val_images": val_images, "image_size": image_size,
+             "crop_size": crop_size, **fit_options}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in asked.items()
+               if v is not None and v != TRAIN_DEFAULTS.get(k) and k != "precision"
+               or k == "precision" and v != "auto"}
     steps = TRAIN_DEFAULTS["steps"] if steps is None and epochs is None else steps
     log = print if verbose else (lambda *args, **kwargs: None)
     # The state file follows the requested path, so the same command with resume=True finds it.
@@ -953,32 +1126,41 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
                 "it and start anew")
         state_path.unlink()
         log(f"{state_path}: the interrupted run is discarded (restart)")
-    t0 = time.time()
+    started = time.time()
     log(f"reading {train_data_path} ...", flush=True)
     # Every file is checked first.
     data = SegmentationData(train_data_path, image_size, progress=_LoadProgress(log))
     train_indices, val_indices = split_indices(data.pairs, val_fraction)
     # Moved to the training device once, where fit() cuts and augments the batches.
     train_data = data.subset(train_indices).to(device)
-    val_data = data.subset(val_indices).to(device) if val_indices else None
+    if val_data_path is not None:
+        val_data = read_validation_folder(val_data_path, image_size, val_images, log)
+    else:
+        val_data = data.subset(val_indices) if val_indices else None
+    val_data = val_data.to(device) if val_data is not None else None
     window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
     early = min(fit_options.get("early_crop_size", TRAIN_DEFAULTS["early_crop_size"]), image_size)
-    early_fraction = fit_options.get("early_fraction", TRAIN_DEFAULTS["early_fraction"]) if early else 0.0
+    early_fraction = (fit_options.get("early_fraction", TRAIN_DEFAULTS["early_fraction"])
+                      if early else 0.0)
     schedule = f" ({early}x{early} for the first {early_fraction:.0%})" if early else ""
-    log(f"loaded {len(train_data)} training and {len(val_indices)} validation images at "
-        f"{image_size}x{image_size} in {_format_time(time.time() - t0)}; "
+    log(f"loaded {len(train_data)} training and {len(val_data) if val_data else 0} validation "
+        f"images at {image_size}x{image_size} in {_format_time(time.time() - started)}; "
         f"training on {window}x{window} windows{schedule}")
+    out = None
     if out_path is not None:  # said after the data checks: an error in the data comes first
-        if not Path(out_path).exists():
-            log(f"the model will be saved as {out_path}")
+        out = Path(out_path) if overwrite else free_path(Path(out_path), [".json"])
+        kept = [p.name for p in (Path(out_path), record_path(out_path)) if p.exists()]
+        where = f"{out} (its training record: {record_path(out).name})"
+        if not kept:
+            log(f"the model will be saved as {where}")
         elif overwrite:
-            log(f"the model will replace {out_path} (overwrite)")
+            log(f"the model will replace {' and '.join(kept)} (overwrite): {where}")
         else:
-            log(f"{out_path} exists and is kept: the model will be saved as "
-                f"{_free_path(Path(out_path))}")
+            log(f"{' and '.join(kept)} kept: the model will be saved as {where}")
     torch.manual_seed(seed)  # the decoder's initialisation
     model = get_model()
-    log(f"encoder weights: {load_encoder_weights(model.encoder, encoder_weights)}")
+    weights_source = load_encoder_weights(model.encoder, encoder_weights)
+    log(f"encoder weights: {weights_source}")
     log(f"device {describe_device(device)}, precision {PRECISION_WORDS[precision]}")
     batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
     steps_per_pass = math.ceil(len(train_data) / batch_size)  # a pass's last batch may be short
@@ -993,13 +1175,51 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     if history_path is not None:
         Path(history_path).write_text(json.dumps(history, indent=1))
     model.cpu().eval()
-    if out_path is not None:
-        out = Path(out_path) if overwrite else _free_path(Path(out_path))
-        save_atomic(clean_state_dict(model), out)
+    if out is not None:
+        record = training_record(train_data_path, options, history, started, weights_source,
+                                 device, precision, len(train_data), val_data, val_data_path)
+        save_checkpoint(model, out, record)
         if state_path.exists():
             state_path.unlink()
-        log(f"saved {out} ({out.stat().st_size / 2**20:.1f} MB)")
+        log(f"saved {out} ({out.stat().st_size / 2**20:.1f} MB) and its training record "
+            f"{record_path(out)}")
     return model
+
+
+def read_validation_folder(root, image_size: int, limit: Optional[int], log) -> SegmentationData:
+    """A validation folder's pairs (all, or `limit` of them evenly spaced in name order: the same
+    sample every run), decoded and checked like the training data."""
+    pairs = find_pairs(root)
+    if limit is not None and limit < len(pairs):
+        pairs = [pairs[round(i * (len(pairs) - 1) / max(limit - 1, 1))] for i in range(limit)]
+    log(f"reading the validation folder {root} ({len(pairs)} pairs) ...", flush=True)
+    return SegmentationData(root, image_size, pairs=pairs, progress=_LoadProgress(log))
+
+
+def training_record(train_data_path, options: Dict, history: List[Dict[str, float]],
+                    started: float, weights_source: str, device: torch.device, precision: str,
+                    train_pairs: int, val_data: Optional[SegmentationData], val_data_path
+                    ) -> Dict:
+    """What save_checkpoint writes beside a checkpoint: the data, the recipe and the run."""
+    recipe = {**TRAIN_DEFAULTS, **{k: v for k, v in options.items() if k in TRAIN_DEFAULTS}}
+    last = history[-1] if history else {}
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
+    return {
+        "format": RECORD_FORMAT, "version": RECORD_VERSION, "reference": False,
+        "trained_on": {"folder": str(train_data_path), **data_fingerprint(train_data_path),
+                       "pairs_trained": train_pairs},
+        "validation": None if val_data is None else {
+            **({"folder": str(val_data_path)} if val_data_path is not None else
+               {"held_out_fraction": options["val_fraction"]}), "images": len(val_data)},
+        "options": options, "recipe": recipe, "seed": recipe["seed"],
+        "steps": int(last.get("steps", 0)), "passes": int(last.get("epoch", 0)),
+        "encoder_weights": weights_source, "device": describe_device(device),
+        "precision": precision, "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "python": platform.python_version(),
+        "started": stamp(started), "finished": stamp(time.time()),
+        "final_loss": last.get("loss"), "val_iou": last.get("val_iou"),
+        "command": reproduce_command(train_data_path, options),
+    }
 
 
 train_segmentation_model = train_model  # the name one version of the course's script uses
@@ -1070,10 +1290,11 @@ def write_mask(photo: Path, mask: np.ndarray, out: Path, draw_overlay: bool = Fa
     """
     outputs = [(out, mask.astype(np.uint8) * 255)]
     if draw_overlay:
-        outputs.append((out.with_name(photo.stem + ".overlay.png"), overlay(read_image(photo), mask)))
+        outputs.append((out.with_name(photo.stem + ".overlay.png"),
+                        overlay(read_image(photo), mask)))
     written = []
     for path, array in outputs:
-        path = path if overwrite else _free_path(path)  # never replace silently
+        path = path if overwrite else free_path(path)  # never replace silently
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(path)
         written.append(path)
@@ -1111,8 +1332,8 @@ def predict_folder(model: nn.Module, folder: Path, out_dir: Optional[Path] = Non
           f"{_format_time(time.time() - start)}"
           + (f"; the object covers {np.mean(shares):.0%} of a photo on average" if shares else ""))
     if failed:
-        print(f"{len(failed)} file(s) could not be read and were skipped:\n  " + "\n  ".join(failed),
-              file=sys.stderr)
+        print(f"{len(failed)} file(s) could not be read and were skipped:\n  "
+              + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -1147,7 +1368,8 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
     elif not head.startswith(b"\x80"):  # neither a zip nor a pickle: not from torch.save
         raise ValueError(f"{path}: not a PyTorch checkpoint (it begins {head[:12]!r}); "
                          + SAVE_ADVICE)
-    safe = {"weights_only": True} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    has_safe = "weights_only" in inspect.signature(torch.load).parameters
+    safe = {"weights_only": True} if has_safe else {}
     try:
         state = torch.load(path, map_location="cpu", **safe)
     except Exception as error:
@@ -1160,7 +1382,8 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
         raise ValueError(f"{path}: holds a pickled Python object{what}, e.g. a whole model, not "
                          f"a state_dict; {SAVE_ADVICE}") from None
     if not isinstance(state, dict):
-        what = "a pickled model object" if isinstance(state, nn.Module) else f"a {type(state).__name__}"
+        what = ("a pickled model object" if isinstance(state, nn.Module)
+                else f"a {type(state).__name__}")
         raise ValueError(f"{path}: holds {what}, not a state_dict; {SAVE_ADVICE}")
     others = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if others:
@@ -1254,7 +1477,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="the fast recipe: frozen stem, smaller early windows, about 2/3 of the "
                             "time (lower IoU in our tests)")
     train.add_argument("--seed", type=_checked("seed"), default=TRAIN_DEFAULTS["seed"],
-                       help="seeds the decoder's initialisation, the shuffling and the augmentation")
+                       help="seeds the decoder's initialisation, the shuffling and the "
+                            "augmentation")
     train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     interrupted = train.add_mutually_exclusive_group()
@@ -1265,8 +1489,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train.add_argument("--val-fraction", type=_checked("val_fraction"),
                        default=TRAIN_DEFAULTS["val_fraction"],
                        help="hold out this last share of each class and print its IoU every pass")
+    train.add_argument("--val-data", metavar="DIR",
+                       help="print the IoU on this folder every pass instead (same layout, e.g. "
+                            "public_data/test); the model still trains on all of DATA")
+    train.add_argument("--val-images", type=_checked("val_images"), metavar="N",
+                       help="with --val-data: a fixed sample of N of its images (faster on a CPU)")
     train.add_argument("--encoder-weights", default="imagenet",
-                       help=f"MobileNetV2 ImageNet state_dict path (imagenet: ${ENCODER_WEIGHTS_ENV} "
+                       help="MobileNetV2 ImageNet state_dict path (imagenet: "
+                            f"${ENCODER_WEIGHTS_ENV} "
                             "if set, else torchvision's); 'none' for random init")
     train.add_argument("--device", type=_device_arg, default=None,
                        help="cpu, cuda or cuda:N (default: cuda if present)")
@@ -1305,10 +1535,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         seed=args.seed, encoder_weights=weights,
                         out_path=args.out, overwrite=args.overwrite, resume=args.resume,
                         restart=args.restart, val_fraction=args.val_fraction,
+                        val_data_path=args.val_data, val_images=args.val_images,
                         device=args.device, precision=args.precision)
         elif Path(args.image).is_dir():
             return predict_folder(load_model(args.model), Path(args.image),
-                                  Path(args.out) if args.out else None, args.overlay, args.overwrite)
+                                  Path(args.out) if args.out else None, args.overlay,
+                                  args.overwrite)
         else:
             mask = predict(load_model(args.model), args.image) > 0.5
             out = Path(args.out or Path(args.image).with_suffix(".mask.png"))

@@ -181,8 +181,8 @@ def test_get_model_with_old_torchvision_builder(monkeypatch):
 
 def test_module_level_imports_are_the_allowed_ones():
     allowed = {"torch", "torchvision", "numpy", "PIL", "skimage", "__future__", "argparse", "copy",
-               "inspect", "json", "math", "os", "random", "re", "sys", "time", "pathlib", "typing",
-               "zipfile"}
+               "hashlib", "inspect", "json", "math", "os", "platform", "random", "re", "sys",
+               "time", "pathlib", "typing", "zipfile"}
     tree = ast.parse(inspect.getsource(segmentation))
     names = set()
     for node in tree.body:
