@@ -923,10 +923,10 @@ def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
     return candidate
 
 
-# ------------------------------------------------------------------------------------------
-# Training records: what a checkpoint was trained on, kept beside it (never uploaded)
-# ------------------------------------------------------------------------------------------
-
+# A training record beside every checkpoint that training saves (never uploaded): what it was
+# trained on, how, and the command that trains it again. run_tests.py and
+# tools/prepare_upload.py read it: the course allows uploading only a model that train_model
+# made from the course's own data.
 RECORD_FORMAT, RECORD_VERSION = "bird-segmentation training record", 1
 
 

@@ -7,7 +7,9 @@ encoder_lr_scale=0.3 or crop_size=192) on all but the last 15% of each training 
 scores the held-out 15% the grader's way (full-resolution masks, threshold 0.5, IoU per image),
 with predict() at each --predict-sizes size. The model is kept as NAME.pth for later sweeps.
 With --hold-out CLASS ..., those classes leave training altogether (a whole video unseen, as a
-new scene is) and are scored on all their frames under "held_out". --ema / --swa also score
+new scene is) and are scored on all their frames under "held_out". --train-pairs N trains on N
+of the pairs before the block instead (evenly spaced within each class, in proportion to its
+size), scored on the same block: the schedule at a smaller data size. --ema / --swa also score
 averages of the weights kept during the same run (under "averages"): paired with the run's own.
 Writes bench/results/validation/NAME.json; the README's results section collects them.
 """
@@ -39,6 +41,8 @@ def main() -> int:
                         help="score predict() at each of these sizes (default: image_size)")
     parser.add_argument("--hold-out", nargs="*", default=[], metavar="CLASS",
                         help="classes kept out of training and scored on all their images")
+    parser.add_argument("--train-pairs", type=int, default=None, metavar="N",
+                        help="train on N of the pairs before the block (a smaller data set)")
     parser.add_argument("--ema", type=float, nargs="*", default=[], metavar="DECAY",
                         help="also score an exponential moving average of the weights per decay")
     parser.add_argument("--swa", type=float, nargs="*", default=[], metavar="SHARE",
@@ -55,14 +59,23 @@ def main() -> int:
         parser.error(f"no class {', '.join(sorted(missing))} in {args.train}")
     # The pairs train_model sees, in its order: its validation block is the same split of them.
     kept = [p for p in all_pairs if p[2] not in args.hold_out]
-    val_pairs = [kept[i] for i in seg.split_indices(kept, args.val_fraction)[1]]
+    train_indices, val_indices = seg.split_indices(kept, args.val_fraction)
+    val_pairs = [kept[i] for i in val_indices]
     with tempfile.TemporaryDirectory() as folder:
-        train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
+        if args.train_pairs:  # the block as a folder of its own, beside the smaller training set
+            subset = evenly_per_class([kept[i] for i in train_indices], args.train_pairs)
+            train_root = linked_pairs(Path(args.train), subset, Path(folder) / "train")
+            where = {"val_data_path": linked_pairs(Path(args.train), val_pairs,
+                                                   Path(folder) / "val"), "val_fraction": 0.0}
+        else:
+            train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
+            where = {"val_fraction": args.val_fraction}
         start = time.time()
-        averages = WeightAverages(args.ema, args.swa, options.get("steps", seg.TRAIN_DEFAULTS["steps"]))
+        averages = WeightAverages(args.ema, args.swa,
+                                  options.get("steps", seg.TRAIN_DEFAULTS["steps"]))
         real_step, seg.train_step = seg.train_step, averages.wrap(seg.train_step)  # fit() looks
         try:                                                                     # it up each step
-            model = seg.train_model(train_root, val_fraction=args.val_fraction, out_path=None,
+            model = seg.train_model(train_root, out_path=None, **where,
                                     history_path=out / f"{args.name}.history.json", **options)
         finally:
             seg.train_step = real_step
@@ -70,7 +83,7 @@ def main() -> int:
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
     record = {"name": args.name, "options": options, "hold_out": args.hold_out,
-              "train_minutes": minutes}
+              "train_pairs": args.train_pairs or len(train_indices), "train_minutes": minutes}
     for size in sizes:
         scores = score(model, val_pairs, size)
         if held_out:
@@ -150,6 +163,29 @@ def without_classes(root: Path, classes: list, folder: Path) -> Path:
         for class_dir in sorted((root / part).iterdir()):
             if class_dir.name not in classes:
                 (folder / part / class_dir.name).symlink_to(class_dir.resolve())
+    return folder
+
+
+def evenly_per_class(pairs: list, total: int) -> list:
+    """About `total` of `pairs`, from each class in proportion to its size, evenly spaced in name
+    order (a video's frames from its whole length; the same subset every time)."""
+    by_class: dict = {}
+    for pair in pairs:
+        by_class.setdefault(pair[2], []).append(pair)
+    chosen = []
+    for members in by_class.values():
+        n = min(len(members), max(1, round(len(members) * total / len(pairs))))
+        chosen += [members[(i * len(members)) // n] for i in range(n)]
+    return chosen
+
+
+def linked_pairs(root: Path, pairs: list, folder: Path) -> Path:
+    """`pairs` of `root` as a tree of links in `folder`, in the same layout (no image is copied)."""
+    for image, mask, _ in pairs:
+        for path in (image, mask):
+            link = folder / path.relative_to(root)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
     return folder
 
 

@@ -196,3 +196,25 @@ def test_seeds_pools_test_records_by_source():
     assert "| defaults | 2 | 0.7875 | 0.7500 | 0.0750 | 0.600 (0.600-0.600) | 0.850 (0.800-0.900) " \
            "| 0.850 (0.800-0.900) |" in pooled
     assert seeds.source_of("duts.bird") == "DUTS birds" and seeds.source_of("davis.x") == "DAVIS"
+
+
+def test_a_smaller_training_set_is_scored_on_the_same_block(tmp_path, monkeypatch):
+    train = make_dataset(tmp_path / "train", classes=("a", "b"), per_class=20)
+    seen = {}
+    real_train = seg.train_model
+
+    def recording_train(root, **options):
+        seen["train"] = [p[0].name for p in seg.find_pairs(root)]
+        seen["val"] = [p[0].name for p in seg.find_pairs(options["val_data_path"])]
+        return real_train(root, **options)
+
+    monkeypatch.setattr(seg, "train_model", recording_train)
+    monkeypatch.setattr(sys, "argv", ["validate.py", "S", "--train", str(train), "--train-pairs",
+                                      "10", "--set", "steps=1", "batch_size=2", "image_size=32",
+                                      "crop_size=32", "encoder_weights=None", "--out",
+                                      str(tmp_path)])
+    assert validate.main() == 0
+    assert len(seen["train"]) == 10 and seen["train"][:2] == ["000.jpg", "003.jpg"]
+    assert seen["val"] == ["017.jpg", "018.jpg", "019.jpg"] * 2  # the last 15% of each class
+    record = json.loads((tmp_path / "S.json").read_text())
+    assert record["train_pairs"] == 10 and record["val_images"] == 6

@@ -233,8 +233,24 @@ def test_run_tests_says_which_model_before_the_marks_and_exits_as_before(course,
 # --- tools/prepare_upload.py --------------------------------------------------------------------
 
 def _prepare(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PREPARE), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True)
+    """tools/prepare_upload.py with `args`, run in this process (its own grader check still
+    runs in a fresh one) from folder `cwd`; its exit status and what it printed."""
+    import os
+    sys.path.insert(0, str(PREPARE.parent))
+    import prepare_upload
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+    out, err, here = StringIO(), StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = prepare_upload.main([str(a) for a in args])
+            except SystemExit as stop:  # argparse
+                code = stop.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_the_upload_is_prepared_checked_and_never_written_over(course, tmp_path):
@@ -289,3 +305,27 @@ def test_an_upload_that_breaks_the_rule_or_the_grader_stops_with_one_line(course
                 "not strict": "unexpected keys", "no train": "train: no train/images"}[case]
     assert expected in result.stderr
     assert str(checkpoint) in result.stderr or case == "no train"
+
+
+# --- the README -----------------------------------------------------------------------------
+
+RULE_SENTENCE = ("The course allows uploading only a model that `train_model` made from the "
+                 "course's own training data")
+
+
+def test_the_readme_says_the_rule_where_the_shipped_model_first_appears_and_at_step_5():
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    first_model = text.index("segmentation_model.pth")
+    assert text.index(RULE_SENTENCE) < first_model + 400
+    step5 = text.index("### 5. Train, grade, prepare the upload")
+    assert "The course allows uploading only a model that `train_model` made from its own " \
+           "training data" in text[step5:step5 + 300]
+    from test_setup import _readme_commands
+    assert ".venv/bin/python tools/prepare_upload.py segmentation_model-1.pth" in _readme_commands()
+
+
+def test_ci_runs_the_readmes_first_command():
+    from test_setup import _readme_commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _readme_commands()[0] in [line.strip() for line in ci.splitlines()]
+    assert "pip install" not in ci
