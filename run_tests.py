@@ -417,6 +417,11 @@ def _read_record(path: Path) -> Tuple[Optional[Dict], Optional[str]]:
     if record.get("version") != RECORD_VERSION:
         return None, (f"{path.name}: a training record of another version "
                       f"({record.get('version')}; this package reads {RECORD_VERSION}): not used")
+    trained = record.get("trained_on")
+    if not (isinstance(trained, dict) and isinstance(trained.get("digest"), str)
+            and isinstance(trained.get("pairs"), int) and isinstance(record.get("steps"), int)
+            and isinstance(record.get("sha256"), str)):
+        return None, f"{path.name}: an incomplete training record (edited by hand?): not used"
     return record, None
 
 

@@ -191,6 +191,8 @@ def test_a_renamed_checkpoint_finds_its_record_by_its_digest(course, tmp_path):
     ("{not json", "unreadable as a training record"),
     (json.dumps({"format": segmentation.RECORD_FORMAT, "version": 99}), "of another version (99;"),
     (json.dumps({"some": "other json"}), "not a training record of this package"),
+    (json.dumps({"format": segmentation.RECORD_FORMAT, "version": segmentation.RECORD_VERSION,
+                 "trained_on": {"pairs": "many"}, "steps": "?"}), "an incomplete training record"),
 ])
 def test_a_bad_record_gets_one_line_and_the_grading_goes_on(course, tmp_path, content, words):
     checkpoint = _checkpoint(tmp_path / "m")
