@@ -61,6 +61,7 @@ def main() -> int:
     kept = [p for p in all_pairs if p[2] not in args.hold_out]
     train_indices, val_indices = seg.split_indices(kept, args.val_fraction)
     val_pairs = [kept[i] for i in val_indices]
+    subset: list = []
     with tempfile.TemporaryDirectory() as folder:
         if args.train_pairs:  # the block as a folder of its own, beside the smaller training set
             subset = evenly_per_class([kept[i] for i in train_indices], args.train_pairs)
@@ -83,7 +84,8 @@ def main() -> int:
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
     record = {"name": args.name, "options": options, "hold_out": args.hold_out,
-              "train_pairs": args.train_pairs or len(train_indices), "train_minutes": minutes}
+              "train_pairs": len(subset) if args.train_pairs else len(train_indices),
+              "train_minutes": minutes}
     for size in sizes:
         scores = score(model, val_pairs, size)
         if held_out:
