@@ -943,12 +943,14 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(root) -> Dict:
+def data_fingerprint(root, pairs: Optional[Sequence[Tuple[Path, Path, str]]] = None) -> Dict:
     """What a training folder holds, cheap to recompute (names and sizes, no decoding): the pairs
     per class and a SHA-256 of the sorted relative paths with their sizes in bytes. The same
-    data moved elsewhere keeps its fingerprint; a file added, removed or resized changes it."""
+    data moved elsewhere keeps its fingerprint; a file added, removed or resized changes it.
+    `pairs`: the folder's pairs as scan_pairs found them already (not scanned again)."""
     root = Path(root)
-    pairs, _ = scan_pairs(root)
+    if pairs is None:
+        pairs, _ = scan_pairs(root)
     digest, classes = hashlib.sha256(), {}  # type: ignore[var-annotated]
     for image, mask, cls in pairs:
         classes[cls] = classes.get(cls, 0) + 1
@@ -1110,9 +1112,9 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
     asked = {"steps": steps, "epochs": epochs, "seed": seed, "val_fraction": val_fraction,
              "val_data_path": val_data_path, "val_images": val_images, "image_size": image_size,
              "crop_size": crop_size, **fit_options}
+    defaults = {**TRAIN_DEFAULTS, "precision": "auto"}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asked.items()
-               if v is not None and v != TRAIN_DEFAULTS.get(k) and k != "precision"
-               or k == "precision" and v != "auto"}
+               if v is not None and v != defaults.get(k)}
     steps = TRAIN_DEFAULTS["steps"] if steps is None and epochs is None else steps
     log = print if verbose else (lambda *args, **kwargs: None)
     # The state file follows the requested path, so the same command with resume=True finds it.
@@ -1176,8 +1178,9 @@ def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optiona
         Path(history_path).write_text(json.dumps(history, indent=1))
     model.cpu().eval()
     if out is not None:
-        record = training_record(train_data_path, options, history, started, weights_source,
-                                 device, precision, len(train_data), val_data, val_data_path)
+        record = training_record(train_data_path, data.pairs, options, history, started,
+                                 weights_source, device, precision, len(train_data), val_data,
+                                 val_data_path)
         save_checkpoint(model, out, record)
         if state_path.exists():
             state_path.unlink()
@@ -1196,7 +1199,8 @@ def read_validation_folder(root, image_size: int, limit: Optional[int], log) -> 
     return SegmentationData(root, image_size, pairs=pairs, progress=_LoadProgress(log))
 
 
-def training_record(train_data_path, options: Dict, history: List[Dict[str, float]],
+def training_record(train_data_path, pairs: Sequence[Tuple[Path, Path, str]], options: Dict,
+                    history: List[Dict[str, float]],
                     started: float, weights_source: str, device: torch.device, precision: str,
                     train_pairs: int, val_data: Optional[SegmentationData], val_data_path
                     ) -> Dict:
@@ -1206,7 +1210,8 @@ def training_record(train_data_path, options: Dict, history: List[Dict[str, floa
     stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
     return {
         "format": RECORD_FORMAT, "version": RECORD_VERSION, "reference": False,
-        "trained_on": {"folder": str(train_data_path), **data_fingerprint(train_data_path),
+        "trained_on": {"folder": str(train_data_path),
+                       **data_fingerprint(train_data_path, pairs),
                        "pairs_trained": train_pairs},
         "validation": None if val_data is None else {
             **({"folder": str(val_data_path)} if val_data_path is not None else
