@@ -160,7 +160,8 @@ def scale_test(train_dir, count: int, steps: int = 20) -> dict:
     print(result.stdout.strip())
     record = json.loads(result.stdout.strip().splitlines()[-1])
     record["build_seconds"] = build_seconds
-    record["default_run_minutes"] = record["step_seconds"] * segmentation.TRAIN_DEFAULTS["steps"] / 60
+    steps = segmentation.default_steps(count)[0]  # the default length for this many pairs
+    record["default_run_minutes"] = record["step_seconds"] * steps / 60
     record["progress_lines"] = sum(line.startswith("loading ") for line in result.stdout.splitlines())
     return record
 
@@ -244,7 +245,7 @@ def markdown(record: dict) -> str:
         lines += [f"| {c['images']} training images | loaded in {c['load_seconds'] / 60:.1f} min "
                   f"({c['progress_lines']} progress lines), peak memory {c['peak_mb_after_loading']:.0f} MB "
                   f"loaded, {c['peak_mb']:.0f} MB training; {c['step_seconds']:.2f} s a step, so the "
-                  f"default {segmentation.TRAIN_DEFAULTS['steps']} steps take "
+                  f"default {round(c['default_run_minutes'] * 60 / c['step_seconds'])} steps take "
                   f"{c['default_run_minutes']:.0f} min |"]
     lines += [f"| checkpoint | {record['checkpoint_mb']:.1f} MB |",
               f"| machine | {m['cores']} cores, torch {m['torch']}, {m['processor']} |", "",

@@ -48,24 +48,36 @@ def expand(records: List[dict]) -> List[dict]:
 
 
 def group(records: List[dict]) -> Dict[str, List[dict]]:
-    """Records by recipe: their options without the seed, as `key=value` text."""
+    """Records by recipe: their options without the seed, as `key=value` text, plus
+    `train_pairs=N` for a run on fewer pairs than the largest (validate.py --train-pairs;
+    records from before it stored the count trained on the whole block)."""
+    largest = max((r.get("train_pairs", 0) for r in records), default=0)
     recipes: Dict[str, List[dict]] = {}
     for record in records:
         options = {k: v for k, v in record["options"].items() if k != "seed"}
+        if record.get("train_pairs", largest) < largest:
+            options["train_pairs"] = record["train_pairs"]
         key = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
         recipes.setdefault(key, []).append(record)
     return recipes
+
+
+# Classes shown beside the sources: the salient objects and the birds among them.
+CLASSES_SHOWN = ("duts.objects", "duts.bird")
 
 
 def table(records: List[dict]) -> str:
     """A markdown table with a row per recipe."""
     held_out = sorted({c for r in records for c in r.get("held_out", {})})
     sources = sorted({s for r in records for s in r["by_source"]})
-    header = ["recipe", "seeds", "val IoU", *sources, *(f"{c} (held out)" for c in held_out)]
+    shown = [c for c in CLASSES_SHOWN if all(c in r.get("per_class", {}) for r in records)]
+    header = ["recipe", "seeds", "val IoU", *sources, *shown,
+              *(f"{c} (held out)" for c in held_out)]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for recipe, runs in group(records).items():
         cells = [recipe, str(len(runs)), spread([r["val_iou"] for r in runs], 4)]
         cells += [f"{np.mean([r['by_source'][s] for r in runs]):.3f}" for s in sources]
+        cells += [spread([r["per_class"][c] for r in runs]) for c in shown]
         cells += [spread([r["held_out"][c] for r in runs]) for c in held_out]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

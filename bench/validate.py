@@ -61,19 +61,21 @@ def main() -> int:
     kept = [p for p in all_pairs if p[2] not in args.hold_out]
     train_indices, val_indices = seg.split_indices(kept, args.val_fraction)
     val_pairs = [kept[i] for i in val_indices]
-    subset: list = []
     with tempfile.TemporaryDirectory() as folder:
         if args.train_pairs:  # the block as a folder of its own, beside the smaller training set
             subset = evenly_per_class([kept[i] for i in train_indices], args.train_pairs)
+            pairs = len(subset)
             train_root = linked_pairs(Path(args.train), subset, Path(folder) / "train")
             where = {"val_data_path": linked_pairs(Path(args.train), val_pairs,
                                                    Path(folder) / "val"), "val_fraction": 0.0}
         else:
             train_root = without_classes(Path(args.train), args.hold_out, Path(folder))
             where = {"val_fraction": args.val_fraction}
+            pairs = len(train_indices)
         start = time.time()
-        averages = WeightAverages(args.ema, args.swa,
-                                  options.get("steps", seg.TRAIN_DEFAULTS["steps"]))
+        steps = options.get("steps") or seg.default_steps(
+            pairs, options.get("batch_size", seg.TRAIN_DEFAULTS["batch_size"]))[0]
+        averages = WeightAverages(args.ema, args.swa, steps)
         real_step, seg.train_step = seg.train_step, averages.wrap(seg.train_step)  # fit() looks
         try:                                                                     # it up each step
             model = seg.train_model(train_root, out_path=None, **where,
@@ -84,8 +86,7 @@ def main() -> int:
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
     record = {"name": args.name, "options": options, "hold_out": args.hold_out,
-              "train_pairs": len(subset) if args.train_pairs else len(train_indices),
-              "train_minutes": minutes}
+              "train_pairs": pairs, "train_minutes": minutes}
     for size in sizes:
         scores = score(model, val_pairs, size)
         if held_out:

@@ -155,6 +155,20 @@ def test_seeds_pools_runs_that_differ_only_in_the_seed():
     assert "| average=ema_0.99 | 1 | 0.8200 | 0.820 | 0.600 |" in rows
 
 
+def test_seeds_keeps_runs_on_fewer_pairs_apart_and_shows_the_salient_classes():
+    def record(seed, val, pairs):
+        return {"options": {"seed": seed}, "val_iou": val, "by_source": {"duts": val},
+                "per_class": {"duts.objects": val, "duts.bird": val - 0.1}, "train_pairs": pairs}
+
+    runs = [record(0, 0.80, 100), record(1, 0.84, 100), record(0, 0.70, 50)]
+    assert sorted(seeds.group(runs)) == ["defaults", "train_pairs=50"]
+    rows = seeds.table(runs).splitlines()
+    assert rows[0] == "| recipe | seeds | val IoU | duts | duts.objects | duts.bird |"
+    assert ("| defaults | 2 | 0.8200 (0.8000-0.8400) | 0.820 | 0.820 (0.800-0.840) "
+            "| 0.720 (0.700-0.740) |") in rows
+    assert "| train_pairs=50 | 1 | 0.7000 | 0.700 | 0.700 | 0.600 |" in rows
+
+
 def test_weight_averages_follow_the_steps():
     """EMA and the mean over the last share of the steps, checked on a one-weight model whose
     train step sets its weight to the step's number."""

@@ -71,8 +71,8 @@ def test_training_writes_a_record_with_the_data_recipe_and_run(course, tmp_path)
 def test_the_command_of_a_cli_run_is_the_train_command():
     command = segmentation.reproduce_command("public_data/train", {"steps": 50, "seed": 1})
     assert command == "python segmentation.py train public_data/train --steps 50 --seed 1"
-    fast = segmentation.reproduce_command("d", dict(segmentation.FAST_RECIPE))
-    assert fast == "python segmentation.py train d --fast"
+    python = segmentation.reproduce_command("d", {"frozen_layers": 4})  # no flag for it
+    assert python.startswith("python -c") and "train_model('d', frozen_layers=4)" in python
     timed = segmentation.reproduce_command("d", {"steps": 10**9, "time_budget": 300.0})
     assert timed == "python segmentation.py train d --minutes 5.0"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -210,8 +212,53 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
     assert loaded < saved_as < device < plan < first_epoch
     assert printed[device].endswith("precision fp32")
     # 6 images make a batch of 6, not 16: a step is a pass, and the plan says so.
-    assert printed[plan] == "training 2 steps (2.0 passes over the data), 6 images a step"
+    assert printed[plan] == "training 2 steps (2.0 passes over 6 pairs), 6 images a step"
     assert printed[first_epoch].startswith("epoch   1/2")
+
+
+def _schedule(monkeypatch, **rule):
+    """The default length as the rule SCHEDULE=`rule` instead of a fixed step count."""
+    monkeypatch.setitem(segmentation.TRAIN_DEFAULTS, "steps", None)
+    monkeypatch.setattr(segmentation, "SCHEDULE", rule)
+
+
+def test_the_default_schedule_follows_the_data_within_its_floor_and_cap(monkeypatch):
+    _schedule(monkeypatch, passes=2, min_steps=10, max_steps=100)
+    few, few_why = segmentation.default_steps(12)       # 1 batch a pass: 2 steps wanted
+    some, some_why = segmentation.default_steps(200)    # 13 batches a pass: 26 steps
+    many, many_why = segmentation.default_steps(1000)   # 63 batches a pass: 126 steps
+    assert (few, some, many) == (10, 26, 100)
+    assert some_why == "the default schedule: 2 passes, within 10-100 steps"
+    assert few_why.endswith("2 passes would be 2 steps, so its floor")
+    assert many_why.endswith("would be 126 steps, so its cap; --steps or --minutes for more")
+    assert segmentation.default_steps(200, batch_size=4)[0] == 100  # 50 batches a pass
+
+
+def test_the_shipped_schedule_gives_sane_lengths_for_a_tiny_and_a_huge_folder():
+    rule = segmentation.SCHEDULE
+    assert rule["min_steps"] <= rule["max_steps"]
+    tiny, huge = segmentation.default_steps(12)[0], segmentation.default_steps(10**6)[0]
+    if segmentation.TRAIN_DEFAULTS["steps"] is None:
+        assert (tiny, huge) == (rule["min_steps"], rule["max_steps"])
+    else:  # a fixed length
+        assert tiny == huge == segmentation.TRAIN_DEFAULTS["steps"]
+
+
+def test_train_model_says_which_length_the_schedule_chose_and_records_it(tmp_path, monkeypatch,
+                                                                           capsys):
+    _schedule(monkeypatch, passes=1.5, min_steps=3, max_steps=5)
+    data = make_dataset(tmp_path / "train", per_class=3)
+    out = tmp_path / "m.pth"
+    train_model(data, encoder_weights=None, out_path=out, image_size=SIZE)
+    printed = capsys.readouterr().out.splitlines()
+    plan = next(i for i, line in enumerate(printed) if line.startswith("training "))
+    assert printed[plan] == ("training 3 steps (3.0 passes over 6 pairs; the default schedule: "
+                             "1.5 passes, within 3-5 steps; 1.5 passes would be 2 steps, so "
+                             "its floor), 6 images a step")
+    assert plan < next(i for i, line in enumerate(printed) if line.startswith("epoch"))
+    record = json.loads(segmentation.record_path(out).read_text())
+    assert record["steps"] == 3 and record["recipe"]["schedule"] == segmentation.SCHEDULE
+    assert record["recipe"]["steps"] is None and "steps" not in record["options"]
 
 
 def test_no_timing_probe_the_estimate_comes_from_the_runs_own_steps(data, monkeypatch, capsys):
@@ -262,20 +309,18 @@ def test_runs_too_short_to_time_print_no_estimate(data, capsys):
     assert " took " not in capsys.readouterr().out
 
 
-def test_train_command_fast_recipe(monkeypatch):
-    """`train --fast` passes the fast recipe, --steps still sets the length, --epochs replaces
-    the recipe's steps, plain `train` leaves the defaults to train_model."""
+def test_train_command_passes_the_length_it_was_given(monkeypatch):
+    """--steps and --epochs reach train_model as given, --minutes lets the clock end the run,
+    plain `train` leaves the length to train_model's defaults."""
     calls = []
     monkeypatch.setattr(segmentation, "train_model", lambda data, **kwargs: calls.append(kwargs))
-    assert segmentation.main(["train", "data", "--fast"]) == 0
-    assert segmentation.main(["train", "data", "--fast", "--steps", "5"]) == 0
-    assert segmentation.main(["train", "data", "--fast", "--epochs", "3"]) == 0
-    assert segmentation.main(["train", "data"]) == 0
-    fast, short, passes, plain = calls
-    assert {k: fast[k] for k in segmentation.FAST_RECIPE} == segmentation.FAST_RECIPE
-    assert short["steps"] == 5 and short["frozen_layers"] == 4
+    for args in (["--steps", "5"], ["--epochs", "3"], ["--minutes", "2"], []):
+        assert segmentation.main(["train", "data", *args]) == 0
+    short, passes, timed, plain = calls
+    assert short["steps"] == 5 and short["epochs"] is None
     assert passes["epochs"] == 3 and "steps" not in passes
-    assert "steps" not in plain and "frozen_layers" not in plain  # train_model's defaults
+    assert timed["time_budget"] == 120 and timed["steps"] >= 10**9
+    assert "steps" not in plain and plain["epochs"] is None and plain["time_budget"] is None
     assert plain["precision"] == "auto"
 
 
