@@ -141,7 +141,15 @@ def main() -> int:
     parser.add_argument("records", nargs="+", type=Path,
                         help="validate.py records (NAME.json) or benchmark.py records (benchmark.json)")
     args = parser.parse_args()
-    records = [json.loads(p.read_text()) for p in args.records if not p.name.endswith(".history.json")]
+    records = []
+    for path in args.records:
+        if path.name.endswith(".history.json"):  # per-pass curves beside a record
+            continue
+        record = json.loads(path.read_text())
+        if "quality" in record or "options" in record:
+            records.append(record)
+        else:  # a predict sweep, say: not a training run
+            print(f"skipped {path}: not a validate.py or benchmark.py record", file=sys.stderr)
     tested = [r for r in records if "quality" in r]
     validated = [r for r in records if "quality" not in r]
     if validated:

@@ -169,6 +169,18 @@ def test_seeds_keeps_runs_on_fewer_pairs_apart_and_shows_the_salient_classes():
     assert "| train_pairs=50 | 1 | 0.7000 | 0.700 | 0.700 | 0.600 |" in rows
 
 
+def test_seeds_names_and_skips_a_file_that_is_not_a_run_record(tmp_path, monkeypatch, capsys):
+    run = {"options": {"seed": 0}, "val_iou": 0.8, "by_source": {"pets": 0.8}}
+    (tmp_path / "A0.json").write_text(json.dumps(run))
+    (tmp_path / "A0.history.json").write_text(json.dumps([{"epoch": 1}]))
+    (tmp_path / "sweep.json").write_text(json.dumps({"checkpoint": "x.pth", "results": {}}))
+    monkeypatch.setattr(sys, "argv", ["seeds.py", *map(str, sorted(tmp_path.glob("*.json")))])
+    assert seeds.main() == 0
+    out, err = capsys.readouterr()
+    assert "| defaults | 1 | 0.8000 | 0.800 |" in out
+    assert err == f"skipped {tmp_path / 'sweep.json'}: not a validate.py or benchmark.py record\n"
+
+
 def test_weight_averages_follow_the_steps():
     """EMA and the mean over the last share of the steps, checked on a one-weight model whose
     train step sets its weight to the step's number."""
