@@ -245,7 +245,7 @@ def markdown(record: dict) -> str:
         lines += [f"| {c['images']} training images | loaded in {c['load_seconds'] / 60:.1f} min "
                   f"({c['progress_lines']} progress lines), peak memory {c['peak_mb_after_loading']:.0f} MB "
                   f"loaded, {c['peak_mb']:.0f} MB training; {c['step_seconds']:.2f} s a step, so the "
-                  f"default {segmentation.default_steps(c['images'])[0]:,} steps take "
+                  f"default {segmentation.default_steps(c['images'])[0]} steps take "
                   f"{c['default_run_minutes']:.0f} min |"]
     lines += [f"| checkpoint | {record['checkpoint_mb']:.1f} MB |",
               f"| machine | {m['cores']} cores, torch {m['torch']}, {m['processor']} |", "",
