@@ -274,6 +274,9 @@ def main() -> int:
                         help="with --train: train these options over the defaults")
     parser.add_argument("--recipes", nargs="*", default=[], metavar="K=V,K=V",
                         help="time these recipes' training speed beside the defaults")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted training of --checkpoint (its .state); "
+                             "the recorded seconds are then the resumed part's only")
     parser.add_argument("--speed-steps", type=int, default=30)
     parser.add_argument("--scale", type=int, default=0, metavar="N",
                         help="time loading and training on an N-pair folder built from --train")
@@ -288,17 +291,20 @@ def main() -> int:
         options = {**args.recipe, "seed": args.seed}
         recipe = {**segmentation.TRAIN_DEFAULTS, **options}
         segmentation.train_model(args.train, out_path=args.checkpoint, overwrite=True,
-                                 history_path=out / "history.json", **options)
+                                 history_path=out / "history.json", resume=args.resume, **options)
         seconds = time.time() - start
-        steps = recipe["steps"]
+        pairs = len(segmentation.find_pairs(args.train))
+        steps = recipe["steps"] or segmentation.default_steps(pairs, recipe["batch_size"])[0]
         ips = steps * recipe["batch_size"] / seconds
         reference["after training"] = reference_step_ms()
         record["training"] = {"seconds": seconds, "steps": steps, "seed": args.seed,
-                              "images": len(segmentation.find_pairs(args.train)),
+                              "images": pairs, "resumed": args.resume,
                               "images_per_second": ips,
                               "images_per_yardstick_step": ips * np.mean(list(reference.values())) / 1000,
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
         record["recipe"] = {**recipe, "predict_size": segmentation.IMAGE_SIZE}
+        if recipe["steps"] is None:
+            record["recipe"]["schedule"] = segmentation.SCHEDULE
     if args.recipes:
         data = segmentation.SegmentationData(args.train)
         recipes = {"defaults": {}, **{text: parse_recipe(text) for text in args.recipes}}

@@ -7,10 +7,12 @@
 #    utilisation and memory sampled every second by nvidia-smi (OUT/nvidia-smi-solo.csv);
 # 2. the same with --precision fp16 forced, what a T4/P100/V100 gets: it must run;
 # 3. both checkpoints graded on TEST_DIR (run_tests.py --json).
-# STEPS (default 1992) shortens everything for a rehearsal on the CPU, where the nvidia-smi
-# sampling is skipped and fp16 is refused (the script says so and goes on).
+# STEPS (default: the package's default length) shortens everything for a rehearsal on the
+# CPU, where the nvidia-smi sampling is skipped and fp16 is refused (the script says so and goes on).
 set -u
-train=$1 test=$2 out=$3 steps=${4:-1992}
+train=$1 test=$2 out=$3
+length=()  # no --steps: the default length for the data's size
+[ -n "${4:-}" ] && length=(--steps "$4")
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 : "${SEGMENTATION_ENCODER_WEIGHTS:?set it to the MobileNetV2 ImageNet state_dict}"
@@ -29,7 +31,7 @@ for run in solo:auto fp16:fp16; do
     IFS=: read -r name precision <<<"$run"
     sample_gpu "$out/nvidia-smi-$name.csv" &
     sampler=$!
-    /usr/bin/time -v $python segmentation.py train "$train" --steps "$steps" --seed 0 \
+    /usr/bin/time -v $python segmentation.py train "$train" "${length[@]}" --seed 0 \
         --precision "$precision" --out "$out/$name.pth" --overwrite >"$out/$name.log" 2>&1
     echo "$name: exit $? ($(grep -E 'Elapsed|Maximum resident' "$out/$name.log" | tr -s ' ' | tr '\n' ';'))"
     kill "$sampler" 2>/dev/null

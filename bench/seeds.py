@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run_tests import marks_for  # noqa: E402
-from segmentation import TRAIN_DEFAULTS  # noqa: E402
+from segmentation import SCHEDULE, TRAIN_DEFAULTS  # noqa: E402
 
 
 def spread(values: List[float], digits: int = 3) -> str:
@@ -107,8 +107,10 @@ def by_source(per_class: Dict[str, float], sizes: Dict[str, int]) -> Dict[str, f
 
 def recipe_key(recipe: dict) -> str:
     """A benchmark record's recipe as the options that differ from the defaults, less the seed."""
+    # A length from the rule is recorded with the rule (`schedule`), as the defaults make it.
+    defaults = {**TRAIN_DEFAULTS, "schedule": SCHEDULE if TRAIN_DEFAULTS["steps"] is None else None}
     changed = {k: v for k, v in recipe.items()
-               if k not in ("seed", "predict_size") and TRAIN_DEFAULTS.get(k, None) != v}
+               if k not in ("seed", "predict_size") and defaults.get(k, None) != v}
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults"
 
 

@@ -224,6 +224,14 @@ def test_seeds_pools_test_records_by_source():
     assert seeds.source_of("duts.bird") == "DUTS birds" and seeds.source_of("davis.x") == "DAVIS"
 
 
+def test_seeds_counts_a_length_from_the_default_rule_as_the_defaults(monkeypatch):
+    monkeypatch.setitem(seg.TRAIN_DEFAULTS, "steps", None)
+    ruled = {**seg.TRAIN_DEFAULTS, "schedule": dict(seg.SCHEDULE), "seed": 1}
+    assert seeds.recipe_key(ruled) == "defaults"
+    assert seeds.recipe_key({**ruled, "schedule": {"passes": 3}}) == "schedule={'passes': 3}"
+    assert seeds.recipe_key({**seg.TRAIN_DEFAULTS, "steps": 1992}) == "steps=1992"
+
+
 def test_a_smaller_training_set_is_scored_on_the_same_block(tmp_path, monkeypatch):
     train = make_dataset(tmp_path / "train", classes=("a", "b"), per_class=20)
     seen = {}
