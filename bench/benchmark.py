@@ -289,22 +289,22 @@ def main() -> int:
     if train:
         start = time.time()
         options = {**args.recipe, "seed": args.seed}
-        recipe = {**segmentation.TRAIN_DEFAULTS, **options}
         segmentation.train_model(args.train, out_path=args.checkpoint, overwrite=True,
                                  history_path=out / "history.json", resume=args.resume, **options)
         seconds = time.time() - start
-        pairs = len(segmentation.find_pairs(args.train))
-        steps = recipe["steps"] or segmentation.default_steps(pairs, recipe["batch_size"])[0]
+        # The training record beside the checkpoint says what the run did: its length (from the
+        # schedule rule or not, with the rule in its recipe) and how many pairs it read.
+        trained = json.loads(segmentation.record_path(args.checkpoint).read_text())
+        recipe = {**segmentation.TRAIN_DEFAULTS, **options, **trained["recipe"]}
+        steps = trained["steps"]
         ips = steps * recipe["batch_size"] / seconds
         reference["after training"] = reference_step_ms()
         record["training"] = {"seconds": seconds, "steps": steps, "seed": args.seed,
-                              "images": pairs, "resumed": args.resume,
+                              "images": trained["trained_on"]["pairs"], "resumed": args.resume,
                               "images_per_second": ips,
                               "images_per_yardstick_step": ips * np.mean(list(reference.values())) / 1000,
                               "device": "cuda" if torch.cuda.is_available() else "cpu"}
         record["recipe"] = {**recipe, "predict_size": segmentation.IMAGE_SIZE}
-        if recipe["steps"] is None:
-            record["recipe"]["schedule"] = segmentation.SCHEDULE
     if args.recipes:
         data = segmentation.SegmentationData(args.train)
         recipes = {"defaults": {}, **{text: parse_recipe(text) for text in args.recipes}}
