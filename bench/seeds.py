@@ -48,13 +48,17 @@ def expand(records: List[dict]) -> List[dict]:
 
 
 def group(records: List[dict]) -> Dict[str, List[dict]]:
-    """Records by recipe: their options without the seed, as `key=value` text, plus
-    `train_pairs=N` for a run on fewer pairs than the largest (validate.py --train-pairs;
+    """Records by recipe: their options without the seed, as `key=value` text, with the steps
+    the run took where the record holds them (in place of epochs or a default length),
+    plus `train_pairs=N` for a run on fewer pairs than the largest (validate.py --train-pairs;
     records from before it stored the count trained on the whole block)."""
     largest = max((r.get("train_pairs", 0) for r in records), default=0)
     recipes: Dict[str, List[dict]] = {}
     for record in records:
         options = {k: v for k, v in record["options"].items() if k != "seed"}
+        if "steps" in record:  # the length as run, however it was asked for (epochs, the rule)
+            options.pop("epochs", None)
+            options["steps"] = record["steps"]
         if record.get("train_pairs", largest) < largest:
             options["train_pairs"] = record["train_pairs"]
         key = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"

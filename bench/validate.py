@@ -11,6 +11,7 @@ new scene is) and are scored on all their frames under "held_out". --train-pairs
 of the pairs before the block instead (evenly spaced within each class, in proportion to its
 size), scored on the same block: the schedule at a smaller data size. --ema / --swa also score
 averages of the weights kept during the same run (under "averages"): paired with the run's own.
+The record holds the steps the run took (`steps`), whatever decided them.
 Writes bench/results/validation/NAME.json; the README's results section collects them.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import ast
 import copy
 import json
+import math
 import sys
 import tempfile
 import time
@@ -73,20 +75,25 @@ def main() -> int:
             where = {"val_fraction": args.val_fraction}
             pairs = len(train_indices)
         start = time.time()
-        steps = options.get("steps") or seg.default_steps(
-            pairs, options.get("batch_size", seg.TRAIN_DEFAULTS["batch_size"]))[0]
+        batch_size = options.get("batch_size", seg.TRAIN_DEFAULTS["batch_size"])
+        if options.get("epochs"):  # the length train_model will run: the averages' windows
+            steps = options["epochs"] * math.ceil(pairs / batch_size)
+        else:
+            steps = options.get("steps") or seg.default_steps(pairs, batch_size)[0]
         averages = WeightAverages(args.ema, args.swa, steps)
         real_step, seg.train_step = seg.train_step, averages.wrap(seg.train_step)  # fit() looks
+        history_path = out / f"{args.name}.history.json"
         try:                                                                     # it up each step
             model = seg.train_model(train_root, out_path=None, **where,
-                                    history_path=out / f"{args.name}.history.json", **options)
+                                    history_path=history_path, **options)
         finally:
             seg.train_step = real_step
         minutes = (time.time() - start) / 60
+    trained = json.loads(history_path.read_text())[-1]["steps"]  # as run: the rule's, or the clock's
     seg.save_atomic(seg.clean_state_dict(model), out / f"{args.name}.pth")  # for later sweeps
     sizes = args.predict_sizes or [options.get("image_size", seg.IMAGE_SIZE)]
     record = {"name": args.name, "options": options, "hold_out": args.hold_out,
-              "train_pairs": pairs, "train_minutes": minutes}
+              "train_pairs": pairs, "steps": trained, "train_minutes": minutes}
     for size in sizes:
         scores = score(model, val_pairs, size)
         if held_out:

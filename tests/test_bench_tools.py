@@ -252,3 +252,17 @@ def test_a_smaller_training_set_is_scored_on_the_same_block(tmp_path, monkeypatc
     assert seen["val"] == ["017.jpg", "018.jpg", "019.jpg"] * 2  # the last 15% of each class
     record = json.loads((tmp_path / "S.json").read_text())
     assert record["train_pairs"] == 10 and record["val_images"] == 6
+
+
+def test_a_validation_record_holds_the_steps_it_ran_and_is_pooled_by_them(tmp_path, monkeypatch):
+    train = make_dataset(tmp_path / "train", classes=("a",), per_class=12)
+    monkeypatch.setattr(sys, "argv", ["validate.py", "E", "--train", str(train), "--set",
+                                      "epochs=1", "batch_size=2", "image_size=32", "crop_size=32",
+                                      "encoder_weights=None", "--out", str(tmp_path)])
+    assert validate.main() == 0
+    record = json.loads((tmp_path / "E.json").read_text())
+    assert record["train_pairs"] == 10 and record["steps"] == 5  # one pass of 10 pairs, 2 a step
+    options = {k: v for k, v in record["options"].items() if k != "epochs"}
+    set_length = {**record, "options": {**options, "seed": 1, "steps": 5}}
+    recipes = seeds.group([record, set_length])  # one pass and 5 steps: the same run, pooled
+    assert len(recipes) == 1 and "steps=5" in next(iter(recipes))
