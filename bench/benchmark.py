@@ -255,9 +255,22 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_setting(item: str) -> tuple[str, object]:
+    """'min_crop_area=0.5' -> ('min_crop_area', 0.5); a value that is not a Python literal
+    stays text, so 'loss=bce_lovasz' needs no quotes."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    return key.strip(), value
+
+
 def parse_recipe(text: str) -> dict:
     """'frozen_layers=0,min_crop_area=0.5' -> {'frozen_layers': 0, 'min_crop_area': 0.5}."""
-    return {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    return dict(parse_setting(item) for item in text.split(","))
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ Writes bench/results/validation/NAME.json; the README's results section collects
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import math
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
+from bench.benchmark import parse_setting  # noqa: E402
 
 
 def main() -> int:
@@ -38,7 +38,8 @@ def main() -> int:
     parser.add_argument("name")
     parser.add_argument("--train", required=True)
     parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", nargs="*", type=parse_setting, default=[], metavar="KEY=VALUE",
+                        help="train_model options over the defaults (text needs no quotes)")
     parser.add_argument("--predict-sizes", type=int, nargs="*", default=None,
                         help="score predict() at each of these sizes (default: image_size)")
     parser.add_argument("--hold-out", nargs="*", default=[], metavar="CLASS",
@@ -51,7 +52,7 @@ def main() -> int:
                         help="also score the plain mean of the weights over the last SHARE of steps")
     parser.add_argument("--out", default="bench/results/validation")
     args = parser.parse_args()
-    options = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.set)}
+    options = dict(args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_pairs = seg.find_pairs(args.train)

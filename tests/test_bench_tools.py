@@ -3,6 +3,7 @@ and views, the benchmark's speed yardstick and record, the seed pooling."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -89,6 +90,16 @@ def test_benchmark_records_the_fixed_yardstick():
     assert len(row) == 1 and row[0].endswith(f"): {step_ms:.0f} ms before grading |")
     del record["machine"]["reference_step_ms"]
     assert "yardstick" not in benchmark.markdown(record)
+
+
+def test_settings_read_literals_and_plain_words_and_reject_a_missing_value():
+    assert benchmark.parse_setting("min_crop_area=0.5") == ("min_crop_area", 0.5)
+    assert benchmark.parse_setting("loss=bce_lovasz") == ("loss", "bce_lovasz")
+    assert benchmark.parse_setting("loss='bce_lovasz'") == ("loss", "bce_lovasz")
+    assert benchmark.parse_recipe("steps=10,loss=bce") == {"steps": 10, "loss": "bce"}
+    for bad in ("steps", "=3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+            benchmark.parse_setting(bad)
 
 
 def test_recipe_speed_runs_the_recipe_asked_for(tmp_path, monkeypatch):
@@ -266,3 +277,13 @@ def test_a_validation_record_holds_the_steps_it_ran_and_is_pooled_by_them(tmp_pa
     set_length = {**record, "options": {**options, "seed": 1, "steps": 5}}
     recipes = seeds.group([record, set_length])  # one pass and 5 steps: the same run, pooled
     assert len(recipes) == 1 and "steps=5" in next(iter(recipes))
+
+
+def test_a_setting_without_a_value_is_a_usage_error_before_any_data_is_read(tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(sys, "argv", ["validate.py", "X", "--train", str(tmp_path / "absent"),
+                                      "--set", "steps", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        validate.main()
+    assert stop.value.code == 2
+    assert "expected KEY=VALUE, got 'steps'" in capsys.readouterr().err
