@@ -259,13 +259,14 @@ def parse_setting(item: str) -> tuple[str, object]:
     """'min_crop_area=0.5' -> ('min_crop_area', 0.5); a value that is not a Python literal
     stays text, so 'loss=bce_lovasz' needs no quotes."""
     key, sep, text = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text
-    return key.strip(), value
+    return key, value
 
 
 def parse_recipe(text: str) -> dict:
