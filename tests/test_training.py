@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 import segmentation
-from conftest import SHARED_WEIGHTS, make_dataset, needs_shared
+from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
 from segmentation import SegmentationData, evaluate_batches, fit, get_model, train_model
 
 SIZE = 64  # tiny images keep these runs to seconds on a CPU
@@ -242,6 +243,20 @@ def test_the_shipped_schedule_gives_sane_lengths_for_a_tiny_and_a_huge_folder():
         assert (tiny, huge) == (rule["min_steps"], rule["max_steps"])
     else:  # a fixed length
         assert tiny == huge == segmentation.TRAIN_DEFAULTS["steps"]
+
+
+def test_the_readme_states_the_shipped_schedule_and_its_lengths():
+    """The README's sentence a student acts on says what default_steps does: its floor, its cap
+    and its three examples (a change of SCHEDULE without the README fails here)."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    rule = segmentation.SCHEDULE
+    assert (f"{rule['passes']:g} passes over the training pairs, but at least "
+            f"{rule['min_steps']:,} and at most {rule['max_steps']:,} steps") in text
+    examples = re.search(r"\((2,000 pairs: [^)]*)\)", text)
+    assert examples, "the README gives no lengths for 2,000, 4,372 and 9,000 pairs"
+    stated = dict(re.findall(r"([\d,]+)(?: pairs)?: ([\d,]+)", examples.group(1)))
+    assert stated == {f"{n:,}": f"{segmentation.default_steps(n)[0]:,}"
+                      for n in (2000, 4372, 9000)}
 
 
 def test_train_model_says_which_length_the_schedule_chose_and_records_it(tmp_path, monkeypatch,
