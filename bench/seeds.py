@@ -20,13 +20,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run_tests import marks_for  # noqa: E402
-from segmentation import SCHEDULE, TRAIN_DEFAULTS  # noqa: E402
+from segmentation import SCHEDULE, TRAIN_DEFAULTS, default_steps  # noqa: E402
 
 
 def spread(values: List[float], digits: int = 3) -> str:
@@ -109,10 +109,16 @@ def by_source(per_class: Dict[str, float], sizes: Dict[str, int]) -> Dict[str, f
     return {source: total / count for source, (total, count) in sorted(totals.items())}
 
 
-def recipe_key(recipe: dict) -> str:
-    """A benchmark record's recipe as the options that differ from the defaults, less the seed."""
+def recipe_key(recipe: dict, steps: Optional[int] = None, pairs: Optional[int] = None) -> str:
+    """A benchmark record's recipe as the options that differ from the defaults, less the seed.
+    Given the run's `steps` and training `pairs`, an earlier rule that chose the length today's
+    rule chooses for that data (a floor or cap that did not bind) counts as today's."""
     # A length from the rule is recorded with the rule (`schedule`), as the defaults make it.
     defaults = {**TRAIN_DEFAULTS, "schedule": SCHEDULE if TRAIN_DEFAULTS["steps"] is None else None}
+    batch_size = recipe.get("batch_size", TRAIN_DEFAULTS["batch_size"])
+    if (recipe.get("schedule") and pairs and TRAIN_DEFAULTS["steps"] is None
+            and steps == default_steps(pairs, batch_size)[0]):
+        recipe = {**recipe, "schedule": SCHEDULE}
     changed = {k: v for k, v in recipe.items()
                if k not in ("seed", "predict_size") and defaults.get(k, None) != v}
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults"
@@ -120,7 +126,8 @@ def recipe_key(recipe: dict) -> str:
 
 def benchmark_table(records: List[dict]) -> str:
     """Markdown tables of benchmark.py records: a row per seed, then a row per recipe pooled."""
-    rows = sorted(((recipe_key(r["recipe"]), r["recipe"]["seed"], r["quality"]["mean_iou"],
+    rows = sorted(((recipe_key(r["recipe"], r["training"]["steps"], r["training"]["images"]),
+                    r["recipe"]["seed"], r["quality"]["mean_iou"],
                     by_source(r["quality"]["per_class"], r["quality"]["class_sizes"]))
                    for r in records), key=lambda row: (row[0], row[1]))
     sources = sorted({s for *_, found in rows for s in found})

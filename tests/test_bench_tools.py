@@ -217,6 +217,7 @@ def test_weight_averages_follow_the_steps():
 def test_seeds_pools_test_records_by_source():
     def record(seed, pets, duts, **options):
         return {"recipe": {**seg.TRAIN_DEFAULTS, **options, "seed": seed},
+                "training": {"steps": 3000, "images": 100},
                 "quality": {"mean_iou": (3 * pets + duts) / 4,
                             "per_class": {"pets.Bengal": pets, "pets.Abyssinian": pets,
                                           "weizmann.horse": pets, "duts.objects": duts},
@@ -241,6 +242,17 @@ def test_seeds_counts_a_length_from_the_default_rule_as_the_defaults(monkeypatch
     assert seeds.recipe_key(ruled) == "defaults"
     assert seeds.recipe_key({**ruled, "schedule": {"passes": 3}}) == "schedule={'passes': 3}"
     assert seeds.recipe_key({**seg.TRAIN_DEFAULTS, "steps": 1992}) == "steps=1992"
+
+
+def test_seeds_counts_an_earlier_rule_as_today_s_where_it_chose_the_same_length(monkeypatch):
+    monkeypatch.setitem(seg.TRAIN_DEFAULTS, "steps", None)
+    monkeypatch.setattr(seg, "SCHEDULE", {"passes": 2, "min_steps": 30, "max_steps": 100})
+    monkeypatch.setattr(seeds, "SCHEDULE", seg.SCHEDULE)
+    older = {**seg.TRAIN_DEFAULTS, "schedule": {"passes": 2, "min_steps": 10, "max_steps": 100}}
+    assert seeds.recipe_key(older, steps=40, pairs=320) == "defaults"  # 20 a pass: no floor
+    # where the old floor chose a length today's rule would not, it is another recipe
+    assert seeds.recipe_key(older, steps=10, pairs=32).startswith("schedule=")
+    assert seeds.recipe_key(older).startswith("schedule=")  # the length unknown
 
 
 def test_a_smaller_training_set_is_scored_on_the_same_block(tmp_path, monkeypatch):
