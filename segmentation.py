@@ -7,6 +7,10 @@ The whole submission in one file, as the course's grader wants it:
     model.load_state_dict(torch.load("segmentation_model.pth", map_location="cpu"))
     probabilities = predict(model, "some/photo.jpg")      # H x W float32 in [0, 1]
 
+and the training that makes segmentation_model.pth:
+
+    python segmentation.py train public_data/train        # or train_model("public_data/train")
+
 Sections: config, data, model, loss and metrics, training, inference, command line.
 Only torch, torchvision, numpy and Pillow are imported at module level, and nothing on the
 grader's path (get_model, predict) needs an API newer than torch 1.10 / torchvision 0.11.
@@ -17,18 +21,16 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import inspect
 import json
 import math
 import os
 import platform
 import random
-import re
 import sys
 import time
-import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,70 +38,105 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-
-def torchvision_problem(error: BaseException) -> str:
-    """One line for a torchvision that does not load with this torch, instead of the traceback
-    from inside torchvision: both versions, the missing operator, the mend. Most often the two
-    were built for each other's other versions (a separate install, a notebook's upgrade)."""
-    from importlib import metadata
-    try:
-        version = f"torchvision {metadata.version('torchvision')}"
-    except metadata.PackageNotFoundError:
-        version = "torchvision"
-    if isinstance(error, ModuleNotFoundError) and version == "torchvision":
-        return (f"torchvision is not installed beside torch {torch.__version__}: mend it with "
-                "bash tools/setup.sh (or pip install torchvision)")
-    missing = re.search(r"operator (\S+) does not exist", str(error))
-    what = (f"its operator {missing.group(1)} is missing" if missing else
-            f"{type(error).__name__}: {' '.join(str(error).split())[:160]}")
-    return (f"{version} does not load with torch {torch.__version__} ({what}): the two were "
-            "not built for each other; mend it with bash tools/setup.sh (or reinstall both "
-            "together)")
-
-
 try:
     import torchvision
-except Exception as error:  # RuntimeError "operator torchvision::nms does not exist", ...
-    if __name__ == "__main__":  # a command: one line and exit 1
-        sys.exit(f"error: {torchvision_problem(error)}")
-    raise ImportError(torchvision_problem(error)) from None  # the grader's import: the same line
+except Exception as error:  # most often "operator torchvision::nms does not exist": a
+    problem = (f"torchvision does not load with torch {torch.__version__} "  # build for another
+               f"({' '.join(str(error).split())[:160]}): the two were not built for each other; "
+               "mend it with bash tools/setup.sh (or reinstall both together)")
+    if __name__ == "__main__":
+        sys.exit(f"error: {problem}")
+    raise ImportError(problem) from None
 
 # ------------------------------------------------------------------------------------------
-# Config: the defaults that produced the shipped segmentation_model.pth
+# Config
 # ------------------------------------------------------------------------------------------
 
-IMAGE_SIZE = 288                      # images are squashed to IMAGE_SIZE x IMAGE_SIZE
-CROP_SIZE = 224                       # training windows: objects seen 0.8-1.3x their predict size
 MEAN = (0.485, 0.456, 0.406)          # ImageNet statistics, as the encoder was trained with
 STD = (0.229, 0.224, 0.225)
-DECODER_CHANNELS = (96, 48, 24, 16)    # decoder outputs at strides 16, 8, 4, 2
-TRAIN_DEFAULTS = dict(
-    steps=None,                       # None: SCHEDULE, steps that follow the data's size
-    batch_size=16,
-    lr=1e-3,
-    encoder_lr_scale=0.3,             # the pretrained encoder's learning rate, relative to lr
-    weight_decay=1e-4,
-    warmup_fraction=0.05,
-    seed=0,
-    val_fraction=0.0,
-    image_size=IMAGE_SIZE,
-    crop_size=CROP_SIZE,
-    min_crop_area=0.35,               # training crops cover 35-100% of an image's area
-    frozen_layers=0,                  # encoder layers kept fixed (4: strides 2-4, no backward)
-    early_crop_size=0,                # >0: the first early_fraction of steps on smaller windows
-    early_fraction=0.5,               # (progressive resizing: cheap steps while the model is rough)
-    loss="bce_dice",                  # see LOSSES
-)
-# The length that follows the data's size (when TRAIN_DEFAULTS["steps"] is None): `passes` over
-# the training pairs, but at least `min_steps` (a small folder still needs the optimiser's steps)
-# and at most `max_steps` (a huge one would take hours on a CPU; --steps or --minutes for more).
-# On validation blocks (docs/EXPERIMENTS.md, issue 34): the rule's 3,984 steps on 4,372 pairs
-# (17 passes over 3,716) beat 8.6 and 12.8 passes; on 2,001 pairs 3,000 steps (24 passes) beat
-# 2,000 (16), and 4,000 (32) did no better.
+DECODER_CHANNELS = (96, 48, 24, 16)   # decoder outputs at strides 16, 8, 4, 2
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def option(default: Any, kind: type, allowed: Callable[[Any], bool], words: str,
+           help: str) -> Any:
+    """A Config field: its default, its type and allowed values (`words` says them), its help."""
+    return field(default=default, metadata=dict(kind=kind, allowed=allowed, words=words,
+                                                help=help))
+
+
+WHOLE, FRACTION = "a whole number >= 1", "a fraction in [0, 1)"
+
+
+@dataclass
+class Config:
+    """The recipe and its defaults: train_model's keywords and the train command's flags
+    (--batch-size for batch_size) override them, checked against their allowed values, and
+    the training record keeps them. The shipped checkpoint is these defaults' seed 0 on 4,372
+    pairs (3,973 steps; its record names SCHEDULE's floor of then, 2,000, which did not bind)."""
+    # The length: one of these, or none (SCHEDULE then picks the steps for the data's size).
+    steps: Optional[int] = option(None, int, lambda v: v >= 1, WHOLE,
+                                  "this many optimisation steps whatever the data's size")
+    epochs: Optional[int] = option(None, int, lambda v: v >= 1, WHOLE,
+                                   "this many passes over the data instead")
+    minutes: Optional[float] = option(None, float, lambda v: v > 0, "a number of minutes > 0",
+                                      "train for this many minutes instead, the schedule "
+                                      "fitted to them")
+    seed: int = option(0, int, lambda v: v >= 0, "a whole number >= 0",
+                       "seeds the decoder's initialisation, the shuffling and the augmentation")
+    batch_size: int = option(16, int, lambda v: v >= 1, WHOLE, "images a step")
+    lr: float = option(1e-3, float, lambda v: v > 0, "a number > 0", "AdamW's peak learning rate")
+    encoder_lr_scale: float = option(0.3, float, lambda v: v >= 0, "a number >= 0",
+                                     "the pretrained encoder's learning rate, relative to lr")
+    weight_decay: float = option(1e-4, float, lambda v: v >= 0, "a number >= 0", "AdamW's")
+    warmup_fraction: float = option(0.05, float, lambda v: 0 <= v < 1, FRACTION,
+                                    "the share of steps the learning rate warms up")
+    # Images are squashed to image_size (what predict does), training cuts image_size windows
+    # from min_crop_area-100% of them: objects seen at 0.8-1.3x their size in predict.
+    image_size: int = option(288, int, lambda v: v >= 32, "a whole number of pixels >= 32",
+                             "photos are squashed to this square size, in training and predict")
+    crop_size: int = option(224, int, lambda v: v >= 32, "a whole number of pixels >= 32",
+                            "training windows of this size")
+    min_crop_area: float = option(0.35, float, lambda v: 0 < v <= 1, "a fraction in (0, 1]",
+                                  "training crops cover this share of a photo's area, or more")
+    loss: str = option("bce_dice", str, lambda v: v in LOSSES, "one of bce_dice, bce_lovasz",
+                       "the loss (see LOSSES)")
+    val_fraction: float = option(0.0, float, lambda v: 0 <= v < 1, FRACTION,
+                                 "hold out this last share of each class and print its IoU "
+                                 "every pass")
+    val_images: Optional[int] = option(None, int, lambda v: v >= 1, WHOLE,
+                                       "with --val-data: a fixed sample of N of its images "
+                                       "(faster on a CPU)")
+    precision: str = option("auto", str, lambda v: v in PRECISIONS,
+                            "one of " + ", ".join(PRECISIONS),
+                            "auto: bf16 on GPUs of compute capability 8.0 and up, fp16 with a "
+                            "gradient scaler on older GPUs, fp32 on the CPU")
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value, rule = getattr(self, item.name), item.metadata
+            if value is None and item.default is None:
+                continue
+            types = {int: (int,), float: (int, float), str: (str,)}[rule["kind"]]
+            if (isinstance(value, bool) or not isinstance(value, types) or value != value
+                    or not rule["allowed"](value)):
+                raise ValueError(f"{item.name} must be {rule['words']}, got {value!r}")
+        given = [name for name in ("steps", "epochs", "minutes") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"give one of steps, epochs and minutes, not {' and '.join(given)}")
+
+
+# The length when none is given: `passes` over the training pairs, but at least `min_steps` (a
+# small folder still needs the optimiser's steps) and at most `max_steps` (a huge one would take
+# hours on a CPU; --steps or --minutes for more). On validation blocks (docs/EXPERIMENTS.md,
+# issue 34): 3,984 steps on 4,372 pairs beat 8.6 and 12.8 passes; on 2,001 pairs 3,000 steps
+# (24 passes) beat 2,000, and 4,000 did no better.
 SCHEDULE = dict(passes=14.5, min_steps=3000, max_steps=6000)
+IMAGE_SIZE = Config.image_size      # what predict squashes a photo to
 ENCODER_WEIGHTS_ENV = "SEGMENTATION_ENCODER_WEIGHTS"
 DEFAULT_CHECKPOINT = "segmentation_model.pth"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+HIGH_BIT_DEPTH = ("I", "I;16", "I;16B", "I;16L", "F")  # PIL modes that convert() would clip
 
 
 # ------------------------------------------------------------------------------------------
@@ -110,12 +147,7 @@ class DataError(ValueError):
     """A data file or folder that cannot be used; the message names the path(s)."""
 
 
-class InterruptedRunError(FileExistsError):
-    """A new training run would discard an interrupted one's saved state; the message says how
-    to continue it or to start anew."""
-
-
-def open_image(path: Path) -> Image.Image:
+def open_image(path) -> Image.Image:
     """Open and fully decode an image file, turning every failure into a DataError."""
     path = Path(path)
     if not path.is_file():
@@ -132,8 +164,7 @@ def open_image(path: Path) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL image in RGB mode; one channel is duplicated into three, alpha is dropped."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # High bit depth: stretch the image's own range to 0..255 (convert() would clip).
+    if image.mode in HIGH_BIT_DEPTH:  # stretch the image's own range to 0..255
         values = np.asarray(image, dtype=np.float32)
         low, high = float(values.min()), float(values.max())
         values = (values - low) * (255.0 / (high - low)) if high > low else values * 0
@@ -143,13 +174,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def read_image(path) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 (no EXIF rotation, as PIL and skimage read it)."""
-    return np.asarray(to_rgb(open_image(Path(path))))
+    return np.asarray(to_rgb(open_image(path)))
 
 
 def read_mask(path) -> np.ndarray:
     """Read a ground-truth mask as H x W bool: grey value > 127 is the object."""
-    image = open_image(Path(path))
-    if image.mode in ("I", "I;16", "F"):
+    image = open_image(path)
+    if image.mode in HIGH_BIT_DEPTH:
         return np.asarray(image) > 127
     return np.asarray(image.convert("L")) > 127
 
@@ -157,10 +188,7 @@ def read_mask(path) -> np.ndarray:
 def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
     """(image, mask, class) for every `root/images/<class>/<name>.*` with
     `root/gt/<class>/<name>.png`, and the problems found: images without masks, masks without
-    images.
-
-    A missing folder or a folder without images raises DataError at once: nothing else to check.
-    """
+    images. A missing folder or a folder without images raises DataError at once."""
     root = Path(root)
     images_dir, gt_dir = root / "images", root / "gt"
     missing = [f"{d}: folder not found" for d in (images_dir, gt_dir) if not d.is_dir()]
@@ -185,8 +213,7 @@ def scan_pairs(root) -> Tuple[List[Tuple[Path, Path, str]], List[str]]:
 
 
 def split_folders_below(root, depth: int = 2) -> List[Path]:
-    """Folders up to `depth` levels below `root` that hold both images/ and gt/ (for the
-    message when `root` is one level too high, e.g. public_data/ instead of public_data/train)."""
+    """Folders up to `depth` levels below `root` that hold both images/ and gt/."""
     root, found = Path(root), []
     if not root.is_dir():
         return found
@@ -212,7 +239,7 @@ def _resize(array: np.ndarray, size: int) -> np.ndarray:
 
 class SegmentationData:
     """A folder of image/mask pairs (or the given `pairs`), decoded once and held in memory at
-    a fixed square size.
+    a fixed square size, as uint8 (8,400 pairs at 288: 2.8 GB).
 
     Every file is read and checked before anything is kept, so a broken folder reports all
     its problems (orphan files, unreadable files, masks of the wrong size) in one DataError.
@@ -221,10 +248,7 @@ class SegmentationData:
     def __init__(self, root, image_size: int = IMAGE_SIZE,
                  pairs: Optional[Sequence[Tuple[Path, Path, str]]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> None:
-        if pairs is None:
-            pairs, problems = scan_pairs(root)
-        else:
-            problems = []
+        pairs, problems = scan_pairs(root) if pairs is None else (pairs, [])
         self.pairs = list(pairs)
         # Filled in place: a list of arrays stacked at the end would need twice the memory.
         n = len(self.pairs)
@@ -244,8 +268,8 @@ class SegmentationData:
                 continue
             self.images[index] = torch.from_numpy(_resize(image, image_size)).permute(2, 0, 1)
             # Masks are resized softly and thresholded after augmentation: smoother edges.
-            soft = _resize(mask.astype(np.uint8) * 255, image_size)
-            self.masks[index, 0] = torch.from_numpy(soft)
+            self.masks[index, 0] = torch.from_numpy(_resize(mask.astype(np.uint8) * 255,
+                                                            image_size))
         if problems:
             raise DataError(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(problems))
 
@@ -260,11 +284,8 @@ class SegmentationData:
         return part
 
     def to(self, device) -> "SegmentationData":
-        """The same data with its tensors on `device` (itself when they are there already).
-
-        Training keeps the decoded photos on the training device as uint8 (1,323 pairs at 288:
-        0.4 GB), so batches are cut and augmented there and never cross the bus as floats.
-        """
+        """The same data on `device`: training cuts and augments batches where the model runs,
+        so they never cross the bus as floats."""
         if self.images.device == torch.device(device):
             return self
         moved = copy.copy(self)
@@ -273,14 +294,10 @@ class SegmentationData:
 
     def batch(self, indices: Sequence[int], generator: Optional[torch.Generator] = None,
               augment: bool = False, crop_size: Optional[int] = None,
-              min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
-              ) -> Tuple[torch.Tensor, torch.Tensor]:
+              min_crop_area: float = Config.min_crop_area) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (N x 3 x S x S) and binary masks (N x 1 x S x S) as float tensors,
-        on the data's device.
-
-        With `augment`, the batch is augmented (augment_batch) and S is `crop_size`, at most the
-        stored size.
-        """
+        on the data's device; with `augment`, augment_batch'ed and S is `crop_size` (at most
+        the stored size)."""
         index = torch.as_tensor(list(indices), dtype=torch.long, device=self.images.device)
         images = self.images[index].float() / 255
         masks = self.masks[index].float() / 255
@@ -316,17 +333,16 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, generator: Optional[torch.Generator],
-                  out_size: int, min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"]
+                  out_size: int, min_crop_area: float = Config.min_crop_area
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Jointly augment N x 3 x S x S images and N x 1 x S x S masks in [0, 1], as whole-batch
     tensor ops on their own device: crop, resize to `out_size`, flip, colour.
 
     Each pair gets a crop of `min_crop_area`-100% of its area with aspect 3/4-4/3 anywhere in
     the image, resized to `out_size` square, mirrored half the time: one affine resampling
-    (grid_sample) of image and mask together. A smaller `out_size` than S makes the crops show
-    objects both smaller and larger than at S, around the scale `predict` uses. Then
-    brightness and contrast 0.7-1.3, and saturation 0.7-1.3 or, one time in ten, grey.
-    The random numbers come from `generator` on the CPU: the same batch on any device.
+    (grid_sample) of image and mask together. Then brightness and contrast 0.7-1.3, and
+    saturation 0.7-1.3 or, one time in ten, grey. The random numbers come from `generator` on
+    the CPU: the same batch on any device.
     """
     n = images.shape[0]
     draw = torch.rand(n, 9, generator=generator).to(images.device)
@@ -373,7 +389,7 @@ class DecoderBlock(nn.Module):
     """Upsample to the next encoder level, concatenate its features if skips are on, 2 convs.
 
     With `skip_channels=0` the same block is a plain decoder step: the encoder-decoder and the
-    U-Net below differ only by this argument.
+    U-Net differ only by this argument.
     """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
@@ -388,30 +404,6 @@ class DecoderBlock(nn.Module):
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         return self.conv2(self.conv1(x))
-
-
-class ConvEncoder(nn.Module):
-    """A small VGG-style encoder trained from scratch (assignment parts 1 and 2).
-
-    Returns features at strides 1, 2, 4, 8, 16.
-    """
-
-    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128, 256), batch_norm: bool = False):
-        super().__init__()
-        self.out_channels = tuple(channels)
-        stages, in_channels = [], 3
-        for out_channels in channels:
-            stages.append(nn.Sequential(conv_block(in_channels, out_channels, batch_norm),
-                                        conv_block(out_channels, out_channels, batch_norm)))
-            in_channels = out_channels
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        features = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x if i == 0 else F.max_pool2d(x, 2))
-            features.append(x)
-        return features
 
 
 class MobileNetV2Encoder(nn.Module):
@@ -482,11 +474,6 @@ def get_model() -> UNet:
     return UNet(MobileNetV2Encoder(), DECODER_CHANNELS, skips=True, batch_norm=True)
 
 
-def get_scratch_model(skips: bool) -> UNet:
-    """Assignment parts 1-2: the from-scratch encoder-decoder (skips=False) or U-Net (True)."""
-    return UNet(ConvEncoder(batch_norm=False), (128, 64, 32, 16), skips=skips, batch_norm=False)
-
-
 # ------------------------------------------------------------------------------------------
 # Loss and metrics
 # ------------------------------------------------------------------------------------------
@@ -521,6 +508,7 @@ def bce_lovasz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + lovasz_hinge_loss(logits, target)
 
 
+# bce_lovasz is a candidate still under measurement (docs/EXPERIMENTS.md, the bird issue).
 LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "bce_dice": bce_dice_loss, "bce_lovasz": bce_lovasz_loss}
 
@@ -532,16 +520,17 @@ def iou_score(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(pred, target).sum() / union)
 
 
-def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
-    """Dice coefficient of two binary masks; two empty masks agree fully (1.0)."""
-    pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
-    total = pred.sum() + target.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(pred, target).sum() / total)
-
-
-def pixel_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
-    """Fraction of pixels labelled correctly."""
-    return float((np.asarray(pred, dtype=bool) == np.asarray(target, dtype=bool)).mean())
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, data: SegmentationData, device: torch.device,
+                     batch_size: int = 32) -> float:
+    """Mean per-image IoU at the training resolution (a fast proxy for the grader's IoU)."""
+    model.eval()
+    scores = []
+    for start in range(0, len(data), batch_size):
+        images, masks = data.batch(range(start, min(start + batch_size, len(data))))
+        pred = (model(images.to(device)) > 0).cpu().numpy()
+        scores += [iou_score(p, m) for p, m in zip(pred, masks.cpu().numpy() > 0.5)]
+    return float(np.mean(scores))
 
 
 # ------------------------------------------------------------------------------------------
@@ -560,13 +549,14 @@ def load_encoder_weights(encoder: MobileNetV2Encoder, weights="imagenet") -> str
         weights = os.environ.get(ENCODER_WEIGHTS_ENV) or "imagenet"
     if weights == "imagenet":
         try:
-            state, source = _torchvision_imagenet_state(), "torchvision ImageNet weights"
+            state = _torchvision_imagenet_state()
         except Exception as error:
             raise RuntimeError(
                 "could not get torchvision's ImageNet MobileNetV2 weights "
                 f"({type(error).__name__}: {error}).\nGive a local copy of them (a state_dict of "
                 "torchvision.models.mobilenet_v2) with encoder_weights=PATH, --encoder-weights "
                 f"PATH or the environment variable {ENCODER_WEIGHTS_ENV}=PATH.") from None
+        source = "torchvision ImageNet weights"
     else:
         path = Path(weights)
         if not path.is_file():
@@ -603,11 +593,8 @@ def learning_rate(progress: float, base_lr: float, warmup: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
 
 
-def default_steps(pairs: int, batch_size: int = TRAIN_DEFAULTS["batch_size"]) -> Tuple[int, str]:
-    """train_model's length for `pairs` training pairs when it is given neither steps nor epochs,
-    and the reason in words: TRAIN_DEFAULTS["steps"] if set, else SCHEDULE."""
-    if TRAIN_DEFAULTS["steps"] is not None:
-        return TRAIN_DEFAULTS["steps"], "the default length, whatever the data's size"
+def default_steps(pairs: int, batch_size: int = Config.batch_size) -> Tuple[int, str]:
+    """The length for `pairs` training pairs when none is given (SCHEDULE), and why, in words."""
     passes, low, high = SCHEDULE["passes"], SCHEDULE["min_steps"], SCHEDULE["max_steps"]
     wanted = round(passes * math.ceil(pairs / batch_size))  # a pass's last batch may be short
     steps = min(max(wanted, low), high)
@@ -618,37 +605,16 @@ def default_steps(pairs: int, batch_size: int = TRAIN_DEFAULTS["batch_size"]) ->
     return steps, f"{rule}; {passes:g} passes would be {wanted:,} steps, so {where}"
 
 
-@torch.no_grad()
-def evaluate_batches(model: nn.Module, data: SegmentationData, device: torch.device,
-                     batch_size: int = 32) -> float:
-    """Mean per-image IoU at the training resolution (a fast proxy for the grader's IoU)."""
-    model.eval()
-    scores = []
-    for start in range(0, len(data), batch_size):
-        images, masks = data.batch(range(start, min(start + batch_size, len(data))))
-        pred = (model(images.to(device)) > 0).cpu().numpy()
-        scores += [iou_score(p, m) for p, m in zip(pred, masks.cpu().numpy() > 0.5)]
-    return float(np.mean(scores))
-
-
-def _format_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def save_atomic(obj, path) -> Path:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-PRECISION_WORDS = {"fp32": "fp32", "bf16": "bf16 autocast",
-                   "fp16": "fp16 autocast with a gradient scaler"}
+def total_steps(config: Config, pairs: int) -> Tuple[Optional[int], str]:
+    """The steps a run of `config` on `pairs` pairs takes (None: the clock decides), and the
+    schedule's reason when it chose them."""
+    if config.minutes:
+        return None, ""
+    if config.epochs:  # a pass's last batch may be short
+        return config.epochs * math.ceil(pairs / config.batch_size), ""
+    if config.steps:
+        return config.steps, ""
+    return default_steps(pairs, config.batch_size)
 
 
 def resolve_device(device: Optional[str] = None) -> torch.device:
@@ -664,6 +630,10 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
         raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s), "
                          f"numbered from 0")
     return torch.device(f"{kind}:{index}" if index else kind)
+
+
+PRECISION_WORDS = {"fp32": "fp32", "bf16": "bf16 autocast",
+                   "fp16": "fp16 autocast with a gradient scaler"}
 
 
 def choose_precision(device: torch.device, requested: str = "auto") -> str:
@@ -706,6 +676,16 @@ def make_grad_scaler(precision: str):
     return torch.cuda.amp.GradScaler()
 
 
+def make_optimizer(model: UNet, config: Config) -> torch.optim.Optimizer:
+    """AdamW; the pretrained encoder learns at `encoder_lr_scale` times the decoder's rate."""
+    encoder = list(model.encoder.parameters())
+    encoder_ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
+    return torch.optim.AdamW([{"params": encoder, "lr_scale": config.encoder_lr_scale},
+                              {"params": rest, "lr_scale": 1.0}],
+                             lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                masks: torch.Tensor, precision: str = "fp32", scaler=None,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = bce_dice_loss
@@ -731,215 +711,293 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return loss.item()
 
 
-def freeze_layers(model: nn.Module, count: int) -> None:
-    """Fix the encoder's first `count` layers: no gradients, batch norm on its stored statistics.
+class Clock:
+    """How far a run is (0-1) and whether it is over: by its steps, or by `minutes` on the clock.
+    `elapsed`: the seconds an interrupted run had trained before it was resumed."""
 
-    The stride-2 and stride-4 layers see edges and textures that ImageNet taught them well;
-    not training them removes their share of the backward pass (detectron2's FREEZE_AT idea).
-    """
-    if count <= 0:
-        return
-    if not isinstance(model.encoder, MobileNetV2Encoder):
-        raise ValueError("frozen_layers applies to the pretrained MobileNetV2 encoder; "
-                         "a model trained from scratch needs frozen_layers=0")
-    for layer in list(model.encoder.features)[:count]:
-        layer.eval()
-        for param in layer.parameters():
-            param.requires_grad_(False)
+    def __init__(self, steps: Optional[int], minutes: Optional[float], elapsed: float = 0.0):
+        self.steps, self.seconds = steps, minutes * 60 if minutes else None
+        self.start = time.time() - elapsed
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def progress(self, step: int) -> float:
+        return min(self.elapsed() / self.seconds if self.seconds else step / self.steps, 1.0)
+
+    def over(self, step: int) -> bool:
+        return self.elapsed() >= self.seconds if self.seconds else step >= self.steps
 
 
-def fit(model: nn.Module, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
-        *, steps: Optional[int] = None, epochs: Optional[int] = None,
-        batch_size: int = TRAIN_DEFAULTS["batch_size"],
-        lr: float = TRAIN_DEFAULTS["lr"],
-        encoder_lr_scale: float = TRAIN_DEFAULTS["encoder_lr_scale"],
-        weight_decay: float = TRAIN_DEFAULTS["weight_decay"],
-        warmup_fraction: float = TRAIN_DEFAULTS["warmup_fraction"],
-        seed: int = TRAIN_DEFAULTS["seed"],
-        crop_size: int = TRAIN_DEFAULTS["crop_size"],
-        min_crop_area: float = TRAIN_DEFAULTS["min_crop_area"],
-        frozen_layers: int = TRAIN_DEFAULTS["frozen_layers"],
-        early_crop_size: int = TRAIN_DEFAULTS["early_crop_size"],
-        early_fraction: float = TRAIN_DEFAULTS["early_fraction"],
-        loss: str = TRAIN_DEFAULTS["loss"], time_budget: Optional[float] = None,
-        device: Optional[str] = None,
-        precision: str = "auto", state_path: Optional[Path] = None, resume: bool = False,
-        verbose: bool = True, clock: Callable[[], float] = time.perf_counter
-        ) -> List[Dict[str, float]]:
-    """Train `model` in place with AdamW, warm-up + cosine, `loss` (LOSSES); returns the history
-    per epoch.
+def fit(model: UNet, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
+        config: Config = Config(), device: Optional[str] = None,
+        state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True,
+        clock: Callable[[], float] = time.perf_counter) -> List[Dict[str, float]]:
+    """Train `model` in place on augmented batches of `train_data` with `config`'s recipe
+    (AdamW, warm-up then cosine, its loss); returns the history, a record per pass.
 
-    The length is `steps` batches (None: default_steps for this data), or `epochs` full passes
-    when given instead. The encoder's learning rate is `encoder_lr_scale * lr` (a pretrained
-    encoder needs less); its first `frozen_layers` layers are not trained. Batches are
-    augmented `crop_size` windows cut from `min_crop_area`-100% of the stored images; with
-    `early_crop_size`, the first `early_fraction` of training uses windows of that size instead
-    (same view, fewer pixels: progressive resizing, as fast.ai does it). `time_budget` (seconds)
-    stops training when the time is up and stretches the learning-rate schedule over that time
-    instead. `precision`: see choose_precision ("auto": bf16 on GPUs with native bf16, fp16 on
-    older ones, CPU fp32). With `state_path`, the full training state is saved after every
-    epoch; `resume=True` continues from it, ending where an uninterrupted run would have ended
-    (on CPU, bit for bit). With `verbose`, the time the run will take is printed after its own
-    first few steps (ESTIMATE_STEPS, read from `clock`), and the time left after every epoch.
+    The training state is saved to `state_path` after every pass; `resume=True` continues from
+    it, ending where an uninterrupted run would have (on the CPU, bit for bit). `verbose`
+    prints the time the run will take after its own first steps and a line per pass.
     """
     device = resolve_device(device)
-    precision = choose_precision(device, precision)
+    precision = choose_precision(device, config.precision)
     scaler = make_grad_scaler(precision)
     train_data = train_data.to(device)  # batches are cut and augmented where the model runs
     val_data = val_data.to(device) if val_data is not None else None
     # channels_last: about 25% faster convolutions on CPU, and the layout GPUs prefer.
     model.to(device, memory_format=torch.channels_last)
-    generator = seed_everything(seed)
-    freeze_layers(model, frozen_layers)
-    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
-    encoder_ids = {id(p) for p in model.encoder.parameters()}
-    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
-    optimizer = torch.optim.AdamW([{"params": encoder, "lr_scale": encoder_lr_scale},
-                                   {"params": rest, "lr_scale": 1.0}],
-                                  lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(train_data) / batch_size)
-    if steps is None and epochs is None:
-        steps = default_steps(len(train_data), batch_size)[0]
-    total_steps = epochs * steps_per_epoch if epochs else steps
-    epochs = math.ceil(total_steps / steps_per_epoch)  # the last pass may stop part-way
-
-    def window_at(progress: float) -> int:
-        """The training window at `progress` (0-1): smaller early on with `early_crop_size`."""
-        return early_crop_size if early_crop_size and progress < early_fraction else crop_size
-
-    def work(n: int) -> int:
-        """The cost of the first n steps, a step costing its window's pixel count (time left)."""
-        early = min(n, math.ceil(early_fraction * total_steps)) if early_crop_size else 0
-        return early * early_crop_size ** 2 + (n - early) * crop_size ** 2
-
-    history: List[Dict[str, float]] = []
-    start_epoch, elapsed_before = 0, 0.0
-    saved = state_path is not None and Path(state_path).exists()
-    if resume and not saved and verbose:
-        print(f"nothing to resume ({state_path} not found): starting from the beginning")
-    if resume and saved:
-        state = torch.load(state_path, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"], state["history"]
-        elapsed_before = history[-1]["time"] if history else 0.0
-        if verbose:
-            print(f"resuming after epoch {start_epoch} from {state_path}")
-    start = time.time() - elapsed_before
-    estimate = _RunEstimate(work, total_steps, start_epoch * steps_per_epoch, clock)
-    for epoch in range(start_epoch, epochs):
+    generator = seed_everything(config.seed)
+    optimizer = make_optimizer(model, config)
+    steps, _ = total_steps(config, len(train_data))
+    history = load_state(state_path, model, optimizer, generator, scaler, verbose) if resume else []
+    step = history[-1]["steps"] if history else 0
+    run = Clock(steps, config.minutes, history[-1]["time"] if history else 0.0)
+    progress = Progress(steps, math.ceil(len(train_data) / config.batch_size), step, clock,
+                        verbose)
+    while not run.over(step):
         model.train()
-        freeze_layers(model, frozen_layers)  # train() switched their batch norm back on
         order = torch.randperm(len(train_data), generator=generator).tolist()
         losses = []
-        for i in range(min(steps_per_epoch, total_steps - epoch * steps_per_epoch)):
-            step = epoch * steps_per_epoch + i
-            progress = step / total_steps
-            if time_budget:
-                progress = max(progress, (time.time() - start) / time_budget)
+        for start in range(0, len(order), config.batch_size):
+            rate = learning_rate(run.progress(step), config.lr, config.warmup_fraction)
             for group in optimizer.param_groups:
-                rate = learning_rate(min(progress, 1.0), lr, warmup_fraction)
                 group["lr"] = group["lr_scale"] * rate
-            images, masks = train_data.batch(order[i * batch_size:(i + 1) * batch_size],
-                                             generator, augment=True, crop_size=window_at(progress),
-                                             min_crop_area=min_crop_area)
+            images, masks = train_data.batch(order[start:start + config.batch_size], generator,
+                                             augment=True, crop_size=config.crop_size,
+                                             min_crop_area=config.min_crop_area)
             images = images.contiguous(memory_format=torch.channels_last)
             losses.append(train_step(model, optimizer, images, masks, precision, scaler,
-                                     LOSSES[loss]))
-            if verbose and not time_budget:
-                estimate.step_done(step + 1)
-            if time_budget and time.time() - start >= time_budget:
+                                     LOSSES[config.loss]))
+            step += 1
+            progress.step_done(step)
+            if run.over(step):
                 break
-        record = {"epoch": epoch + 1, "steps": epoch * steps_per_epoch + len(losses),
-                  "loss": float(np.mean(losses)), "time": time.time() - start}
+        history.append({"epoch": len(history) + 1, "steps": step, "loss": float(np.mean(losses)),
+                        "time": run.elapsed()})
         if val_data is not None and len(val_data):
-            record["val_iou"] = evaluate_batches(model, val_data, device)
-        history.append(record)
-        if verbose:
-            per_work = record["time"] / work(record["steps"])
-            done = per_work * (work(total_steps) - work(record["steps"]))
-            left = time_budget - record["time"] if time_budget else done
-            val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
-            of = "" if time_budget else f"/{epochs}"
-            print(f"epoch {epoch + 1:3d}{of}  step {record['steps']:5d}  loss {record['loss']:.4f}"
-                  f"{val}  {_format_time(record['time'])} elapsed, "
-                  f"~{_format_time(max(left, 0))} left",
-                  flush=True)
+            history[-1]["val_iou"] = evaluate_batches(model, val_data, device)
+        progress.pass_done(history[-1], run)
         if state_path is not None:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "generator": generator.get_state(), "epoch": epoch + 1,
-                         "scaler": scaler.state_dict() if scaler is not None else None,
-                         "history": history}, state_path)
-        if time_budget and time.time() - start >= time_budget:
-            break
+            save_state(state_path, model, optimizer, generator, scaler, history)
     model.to(memory_format=torch.contiguous_format).eval()
     return history
+
+
+def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, scaler, history: List[Dict]) -> None:
+    """Everything a resumed run needs, through a temporary file (a crash leaves no half file)."""
+    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state(), "epoch": len(history),
+                 "scaler": scaler.state_dict() if scaler is not None else None,
+                 "history": history}, path)
+
+
+def load_state(path: Optional[Path], model: nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, scaler, verbose: bool) -> List[Dict]:
+    """Restore a state save_state wrote at `path`; returns its history ([] when none is there)."""
+    if path is None or not Path(path).exists():
+        if verbose:
+            print(f"nothing to resume ({path} not found): starting from the beginning")
+        return []
+    state = torch.load(path, map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if verbose:
+        print(f"resuming after epoch {state['epoch']} from {path}")
+    return state["history"]
 
 
 ESTIMATE_STEPS = (2, 5)  # the run's own steps 3-5 are timed for its estimate (the first run slow)
 
 
-class _RunEstimate:
-    """Prints how long a run will take, timed on its own first steps: no separate probe.
+class Progress:
+    """What a run prints as it goes: how long it will take, timed on its own steps
+    ESTIMATE_STEPS (a fresh process's first steps run slow), then a line per pass with the loss,
+    the validation IoU and the time left. Runs too short to time print no estimate."""
 
-    A fresh process's first steps run slow (up to 3x on CPU), so the first ESTIMATE_STEPS[0]
-    are not timed; the next ones are, and the rest of the run is priced by `work`, the cost of
-    the first n steps, which counts smaller early windows as cheaper. Runs too short to time
-    print nothing here: their epoch lines come soon enough.
-    """
-
-    def __init__(self, work: Callable[[int], int], total_steps: int, first_step: int,
-                 clock: Callable[[], float]) -> None:
-        self.work, self.total, self.clock = work, total_steps, clock
+    def __init__(self, total: Optional[int], per_pass: int, first_step: int,
+                 clock: Callable[[], float], verbose: bool) -> None:
+        self.total, self.per_pass, self.clock, self.verbose = total, per_pass, clock, verbose
         self.warm, self.last = first_step + ESTIMATE_STEPS[0], first_step + ESTIMATE_STEPS[1]
         self.started: Optional[float] = None
-        self.active = self.last < total_steps
 
     def step_done(self, steps: int) -> None:
-        """Called after each step with the number of steps done so far."""
-        if not self.active:
+        if not self.verbose or self.total is None or self.last >= self.total:
             return
         if steps == self.warm:
             self.started = self.clock()
         elif steps == self.last and self.started is not None:
-            seconds = self.clock() - self.started
-            per_work = seconds / (self.work(self.last) - self.work(self.warm))
-            left = per_work * (self.work(self.total) - self.work(self.last))
-            each = seconds / (self.last - self.warm)
-            print(f"steps {self.warm + 1}-{self.last} took {each:.2f} s "
-                  f"each here: expect about {_format_time(left)} more for the remaining "
+            each = (self.clock() - self.started) / (self.last - self.warm)
+            print(f"steps {self.warm + 1}-{self.last} took {each:.2f} s each here: expect about "
+                  f"{format_time(each * (self.total - self.last))} more for the remaining "
                   f"{self.total - self.last} steps", flush=True)
-            self.active = False
+
+    def pass_done(self, record: Dict[str, float], run: Clock) -> None:
+        if not self.verbose:
+            return
+        if run.seconds:
+            left, of = run.seconds - record["time"], ""
+        else:
+            left = record["time"] / record["steps"] * (self.total - record["steps"])
+            of = f"/{math.ceil(self.total / self.per_pass)}"
+        val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
+        print(f"epoch {record['epoch']:3d}{of}  step {record['steps']:5d}  loss "
+              f"{record['loss']:.4f}{val}  {format_time(record['time'])} elapsed, "
+              f"~{format_time(max(left, 0))} left", flush=True)
 
 
-def clean_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """A plain CPU float32 state_dict with denormal values flushed to zero.
+def format_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
-    Denormals can make CPU inference many times slower on some processors; the grader loads
-    this with torch.load(map_location="cpu"), so only plain tensors go in.
+
+class LoadProgress:
+    """Prints how far loading a folder has got, every few seconds (a silent minute looks hung)."""
+
+    def __init__(self, log: Callable[..., None], every: float = 5.0) -> None:
+        self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if now - self.last >= self.every and done < total:
+            self.last = now
+            left = (now - self.start) / done * (total - done)
+            self.log(f"loading {done}/{total} images ({done / total:.0%}), "
+                     f"~{format_time(left)} left", flush=True)
+
+
+class InterruptedRunError(FileExistsError):
+    """A new training run would discard an interrupted one's saved state; the message says how
+    to continue it or to start anew."""
+
+
+def train_model(train_data_path, *, encoder_weights="imagenet", out_path=DEFAULT_CHECKPOINT,
+                overwrite: bool = False, resume: bool = False, restart: bool = False,
+                val_data_path=None, device: Optional[str] = None, history_path=None,
+                verbose: bool = True, **options) -> UNet:
+    """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in
+    eval mode, saved at `out_path` with its training record beside it (record_path).
+
+    `options`: Config's fields (steps, epochs or minutes, seed, lr, ...), checked before any file
+    is read. `encoder_weights`: "imagenet" (the SEGMENTATION_ENCODER_WEIGHTS file if set, else
+    torchvision's), a path, or None (random). An existing checkpoint is replaced only with
+    `overwrite`; otherwise the new one goes beside it (segmentation_model-1.pth, ...). The
+    training state is kept in `<out_path>.state` after every pass: `resume` continues it,
+    `restart` discards it; with neither, nothing starts (InterruptedRunError). Validation,
+    printed every pass: `val_fraction` of each class held out, or the folder `val_data_path`
+    (`val_images` of it). `history_path`: the per-pass loss, IoU and time as JSON.
     """
-    state = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu().contiguous().clone()
-        if value.is_floating_point():
-            value = value.float()
-            value[value.abs() < torch.finfo(torch.float32).tiny] = 0
-        state[key] = value
-    return state
+    unknown = sorted(set(options) - {item.name for item in fields(Config)})
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+    config = Config(**options)
+    device = resolve_device(device)
+    precision = choose_precision(device, config.precision)
+    if resume and restart:
+        raise ValueError("give resume or restart, not both")
+    if config.val_fraction and val_data_path is not None:
+        raise ValueError("give val_fraction or val_data_path, not both")
+    log = print if verbose else (lambda *args, **kwargs: None)
+    state_path = check_interrupted(out_path, resume, restart, log)
+    started = time.time()
+    data, train_data, val_data = read_data(train_data_path, val_data_path, config, device, log)
+    out = choose_out_path(out_path, overwrite, log)  # said after the data: its errors come first
+    torch.manual_seed(config.seed)  # the decoder's initialisation
+    model = get_model()
+    weights_source = load_encoder_weights(model.encoder, encoder_weights)
+    log(f"encoder weights: {weights_source}")
+    log(f"device {describe_device(device)}, precision {PRECISION_WORDS[precision]}")
+    steps, why = total_steps(config, len(train_data))
+    passes = None if steps is None else steps / math.ceil(len(train_data) / config.batch_size)
+    length = (f"for {format_time(config.minutes * 60)}" if steps is None else
+              f"{steps:,} steps ({passes:.1f} passes over {len(train_data):,} pairs"
+              + (f"; {why})" if why else ")"))
+    log(f"training {length}, {min(config.batch_size, len(train_data))} images a step", flush=True)
+    history = fit(model, train_data, val_data, config, device, state_path, resume, verbose)
+    if history_path is not None:
+        Path(history_path).write_text(json.dumps(history, indent=1))
+    model.cpu().eval()
+    if out is not None:
+        record = training_record(train_data_path, data.pairs, config, history, started,
+                                 weights_source, device, precision, len(train_data),
+                                 len(val_data) if val_data else 0, val_data_path)
+        save_checkpoint(model, out, record)
+        if state_path.exists():
+            state_path.unlink()
+        log(f"saved {out} ({out.stat().st_size / 2**20:.1f} MB) and its training record "
+            f"{record_path(out)}")
+    return model
 
 
-def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
-    """`path` if it does not exist yet, else the first of name-1.pth, name-2.pth, ... that doesn't;
-    a name counts as taken too while a file of the same stem with one of `companions`' suffixes
-    exists (a checkpoint's training record)."""
-    candidate, n = path, 0
-    while candidate.exists() or any(candidate.with_suffix(s).exists() for s in companions):
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
+train_segmentation_model = train_model  # the name one version of the course's script uses
+
+
+def check_interrupted(out_path, resume: bool, restart: bool, log) -> Optional[Path]:
+    """The training state's path for `out_path` (the same command with resume finds it);
+    InterruptedRunError if one is there and neither `resume` nor `restart` says what to do."""
+    if out_path is None:
+        return None
+    state_path = Path(f"{out_path}.state")
+    if state_path.exists() and not resume:
+        if not restart:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(state_path.stat().st_mtime))
+            raise InterruptedRunError(
+                f"{state_path} holds a run interrupted at {stamp}; nothing was changed. Add "
+                "--resume (resume=True) to continue it, or --restart (restart=True) to discard "
+                "it and start anew")
+        state_path.unlink()
+        log(f"{state_path}: the interrupted run is discarded (restart)")
+    return state_path
+
+
+def choose_out_path(out_path, overwrite: bool, log) -> Optional[Path]:
+    """Where the checkpoint goes: `out_path`, or beside an existing one unless `overwrite`."""
+    if out_path is None:
+        return None
+    out = Path(out_path) if overwrite else free_path(Path(out_path), [".json"])
+    kept = [p.name for p in (Path(out_path), record_path(out_path)) if p.exists()]
+    where = f"{out} (its training record: {record_path(out).name})"
+    if not kept:
+        log(f"the model will be saved as {where}")
+    elif overwrite:
+        log(f"the model will replace {' and '.join(kept)} (overwrite): {where}")
+    else:
+        log(f"{' and '.join(kept)} kept: the model will be saved as {where}")
+    return out
+
+
+def read_data(train_data_path, val_data_path, config: Config, device: torch.device, log
+              ) -> Tuple[SegmentationData, SegmentationData, Optional[SegmentationData]]:
+    """The training folder, every file checked (all of it, and its training part moved to
+    `device`), and the validation data: `val_fraction` of it, or the folder `val_data_path`."""
+    started = time.time()
+    log(f"reading {train_data_path} ...", flush=True)
+    data = SegmentationData(train_data_path, config.image_size, progress=LoadProgress(log))
+    train_indices, val_indices = split_indices(data.pairs, config.val_fraction)
+    train_data = data.subset(train_indices).to(device)
+    if val_data_path is not None:
+        val_data = read_validation_folder(val_data_path, config.image_size, config.val_images, log)
+    else:
+        val_data = data.subset(val_indices) if val_indices else None
+    window = min(config.crop_size, config.image_size)  # as SegmentationData.batch clamps it
+    log(f"loaded {len(train_data)} training and {len(val_data) if val_data else 0} validation "
+        f"images at {config.image_size}x{config.image_size} in "
+        f"{format_time(time.time() - started)}; training on {window}x{window} windows")
+    return data, train_data, val_data
+
+
+def read_validation_folder(root, image_size: int, limit: Optional[int], log) -> SegmentationData:
+    """A validation folder's pairs (all, or `limit` of them evenly spaced in name order: the same
+    sample every run), decoded and checked like the training data."""
+    pairs = find_pairs(root)
+    if limit is not None and limit < len(pairs):
+        pairs = [pairs[round(i * (len(pairs) - 1) / max(limit - 1, 1))] for i in range(limit)]
+    log(f"reading the validation folder {root} ({len(pairs)} pairs) ...", flush=True)
+    return SegmentationData(root, image_size, pairs=pairs, progress=LoadProgress(log))
 
 
 # A training record beside every checkpoint that training saves (never uploaded): what it was
@@ -947,6 +1005,39 @@ def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
 # tools/prepare_upload.py read it: the course allows uploading only a model that train_model
 # made from the course's own data.
 RECORD_FORMAT, RECORD_VERSION = "bird-segmentation training record", 1
+
+
+def training_record(train_data_path, pairs: Sequence[Tuple[Path, Path, str]], config: Config,
+                    history: List[Dict[str, float]], started: float, weights_source: str,
+                    device: torch.device, precision: str, train_pairs: int, val_images: int,
+                    val_data_path) -> Dict:
+    """What save_checkpoint writes beside a checkpoint: the data, the recipe and the run."""
+    recipe = asdict(config)
+    options = {k: v for k, v in recipe.items() if v != getattr(Config, k)}
+    if val_data_path is not None:
+        options["val_data_path"] = str(val_data_path)
+    if not (config.steps or config.epochs or config.minutes):  # the length came from the rule
+        recipe["schedule"] = dict(SCHEDULE)
+    last = history[-1] if history else {}
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
+    validation = None if not val_images else {
+        **({"folder": str(val_data_path)} if val_data_path is not None else
+           {"held_out_fraction": config.val_fraction}), "images": val_images}
+    return {
+        "format": RECORD_FORMAT, "version": RECORD_VERSION, "reference": False,
+        "trained_on": {"folder": str(train_data_path), **data_fingerprint(train_data_path, pairs),
+                       "pairs_trained": train_pairs},
+        "validation": validation, "options": options, "recipe": recipe, "seed": config.seed,
+        "steps": int(last.get("steps", 0)), "passes": int(last.get("epoch", 0)),
+        "encoder_weights": weights_source, "device": describe_device(device),
+        "precision": precision, "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "python": platform.python_version(),
+        "started": stamp(started), "finished": stamp(time.time()),
+        "final_loss": last.get("loss"), "val_iou": last.get("val_iou"),
+        "command": " ".join(["python segmentation.py train", str(train_data_path)] + [
+            f"--{'val-data' if k == 'val_data_path' else k.replace('_', '-')} {v}"
+            for k, v in options.items()]),
+    }
 
 
 def record_path(checkpoint) -> Path:
@@ -978,32 +1069,37 @@ def data_fingerprint(root, pairs: Optional[Sequence[Tuple[Path, Path, str]]] = N
     return {"pairs": len(pairs), "classes": classes, "digest": digest.hexdigest()}
 
 
-# train_model's keywords as the train command spells them (the rest exist only in Python).
-CLI_FLAGS = {"steps": "--steps", "epochs": "--epochs", "time_budget": "--minutes", "seed": "--seed",
-             "val_fraction": "--val-fraction", "val_data_path": "--val-data",
-             "val_images": "--val-images", "precision": "--precision"}
+def clean_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A plain CPU float32 state_dict with denormal values flushed to zero.
+
+    Denormals can make CPU inference many times slower on some processors; the grader loads
+    this with torch.load(map_location="cpu"), so only plain tensors go in.
+    """
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous().clone()
+        if value.is_floating_point():
+            value = value.float()
+            value[value.abs() < torch.finfo(torch.float32).tiny] = 0
+        state[key] = value
+    return state
 
 
-def reproduce_command(train_data_path, options: Dict) -> str:
-    """The command that trains the same model again from `options` (the keywords given that
-    differ from the defaults): the train command where its flags say everything, else the
-    train_model call."""
-    flags = dict(options)
-    if "time_budget" in flags:  # the clock ends such a run; its step count is a stand-in
-        flags.pop("steps", None)
-    if set(flags) <= set(CLI_FLAGS):
-        words = [f"{CLI_FLAGS[k]} {v / 60 if k == 'time_budget' else v}" for k, v in flags.items()]
-        return " ".join(["python segmentation.py train", str(train_data_path)] + words)
-    keywords = "".join(f", {k}={v!r}" for k, v in options.items())
-    return (f'python -c "import segmentation; '
-            f'segmentation.train_model({str(train_data_path)!r}{keywords})"')
+def save_atomic(obj, path) -> Path:
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def save_checkpoint(model: nn.Module, out: Path, record: Dict) -> None:
     """Save `model`'s clean state_dict at `out` and `record` (plus the checkpoint's SHA-256) at
-    record_path(out), each through a temporary file and a rename: a crash leaves neither half
-    written. The record goes first, so a checkpoint never appears without its record; a record
-    left alone by a crash names another checkpoint's SHA-256, which readers check."""
+    record_path(out), each through a temporary file and a rename. The record goes first, so a
+    checkpoint never appears without its record; a record left alone by a crash names another
+    checkpoint's SHA-256, which readers check."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     record_tmp = record_path(out).with_name(record_path(out).name + ".tmp")
@@ -1019,235 +1115,15 @@ def save_checkpoint(model: nn.Module, out: Path, record: Dict) -> None:
                 leftover.unlink()
 
 
-class _LoadProgress:
-    """Prints how far loading a folder has got, every few seconds (a silent minute looks hung)."""
-
-    def __init__(self, log, every: float = 5.0) -> None:
-        self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.time()
-        if now - self.last >= self.every and done < total:
-            self.last = now
-            left = (now - self.start) / done * (total - done)
-            self.log(f"loading {done}/{total} images ({done / total:.0%}), "
-                     f"~{_format_time(left)} left", flush=True)
-
-
-# The allowed values of train_model's numeric options (the command line checks the same rules).
-OPTION_RULES: Dict[str, Tuple[type, Callable[[float], bool], str]] = {
-    "steps": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "epochs": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "batch_size": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "seed": (int, lambda v: v >= 0, "a whole number >= 0"),
-    "time_budget": (float, lambda v: v > 0, "a number of seconds > 0"),
-    "minutes": (float, lambda v: v > 0, "a number of minutes > 0"),
-    "val_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    "val_images": (int, lambda v: v >= 1, "a whole number >= 1"),
-    "min_crop_area": (float, lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
-    "early_fraction": (float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
-    "warmup_fraction": (float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    "lr": (float, lambda v: v > 0, "a number > 0"),
-    "encoder_lr_scale": (float, lambda v: v >= 0, "a number >= 0"),
-    "weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
-    "image_size": (int, lambda v: v >= 32, "a whole number of pixels >= 32"),
-    "crop_size": (int, lambda v: v >= 32, "a whole number of pixels >= 32"),
-    "early_crop_size": (int, lambda v: v == 0 or v >= 32, "0 (off) or a whole number >= 32"),
-    "frozen_layers": (int, lambda v: 0 <= v <= 18, "a whole number in [0, 18]"),
-}
-
-
-def check_option(name: str, value) -> None:
-    """ValueError naming `name` and its allowed range unless `value` is allowed (OPTION_RULES)."""
-    kind, allowed, text = OPTION_RULES[name]
-    types = (int,) if kind is int else (int, float)
-    if (isinstance(value, bool) or not isinstance(value, types) or value != value
-            or not allowed(value)):
-        raise ValueError(f"{name} must be {text}, got {value!r}")
-
-
-def check_train_options(steps: Optional[int], epochs: Optional[int], device: Optional[str],
-                        fit_options: Dict, **options) -> Tuple[torch.device, str]:
-    """Check train_model's keywords before any data is read; returns the training device and
-    the precision it will train in."""
-    if steps is not None and epochs is not None:
-        raise ValueError(f"give steps or epochs, not both (got steps={steps}, epochs={epochs})")
-    unknown = sorted(set(fit_options) - set(inspect.signature(fit).parameters))
-    if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-    named = {"steps": steps, "epochs": epochs, **fit_options, **options}
-    for name, value in named.items():
-        if name in OPTION_RULES and value is not None:
-            check_option(name, value)
-    if fit_options.get("loss", TRAIN_DEFAULTS["loss"]) not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {fit_options['loss']!r}")
-    device = resolve_device(device)
-    return device, choose_precision(device, fit_options.get("precision", "auto"))
-
-
-def train_model(train_data_path, *, steps: Optional[int] = None, epochs: Optional[int] = None,
-                seed: int = TRAIN_DEFAULTS["seed"], encoder_weights="imagenet",
-                out_path=DEFAULT_CHECKPOINT, overwrite: bool = False,
-                val_fraction: float = TRAIN_DEFAULTS["val_fraction"], val_data_path=None,
-                val_images: Optional[int] = None,
-                image_size: int = TRAIN_DEFAULTS["image_size"],
-                crop_size: int = TRAIN_DEFAULTS["crop_size"], device: Optional[str] = None,
-                resume: bool = False, restart: bool = False, history_path=None,
-                verbose: bool = True, **fit_options) -> UNet:
-    """Train the submitted model on `train_data_path/{images,gt}/<class>/...`; returns it in
-    eval mode.
-
-    The defaults reproduce the shipped checkpoint. Training takes `steps` batches (default:
-    default_steps for the folder's size, which says why); `epochs` asks for full passes instead
-    (not both). `encoder_weights`: "imagenet" (the
-    SEGMENTATION_ENCODER_WEIGHTS file if set, else torchvision's), a path, or None (random).
-    `out_path`: where the state_dict goes (None: not saved), with its training record beside it
-    (record_path: the data's fingerprint, the recipe, the run's facts). An existing checkpoint
-    or record is replaced only with `overwrite=True`; otherwise both go beside it under a free
-    name (segmentation_model-1.pth with segmentation_model-1.json, ...).
-    Validation, printed every pass: the last `val_fraction` of each class held out of training,
-    or a separate folder `val_data_path` in the same layout (e.g. the course's public test/),
-    of which `val_images` keeps a fixed, evenly spaced sample (a CPU's pass over all is slow).
-    Images are held squashed to `image_size` (the size `predict` uses) and trained on as
-    augmented `crop_size` windows. The training state is kept in `<out_path>.state` after
-    each epoch: if one is there, `resume=True` continues it and `restart=True` discards it;
-    with neither, nothing starts (InterruptedRunError), so no progress is lost unasked.
-    `history_path`: write the per-epoch loss, validation IoU and time there as JSON.
-    Every option is checked before any file is read: a value out of range is a ValueError.
-    """
-    device, precision = check_train_options(steps, epochs, device, fit_options, seed=seed,
-                                            val_fraction=val_fraction, val_images=val_images,
-                                            image_size=image_size, crop_size=crop_size)
-    if resume and restart:
-        raise ValueError("give resume or restart, not both")
-    if val_fraction and val_data_path is not None:
-        raise ValueError("give val_fraction or val_data_path, not both")
-    # Every keyword that differs from the defaults, for the record and its command.
-    asked = {"steps": steps, "epochs": epochs, "seed": seed, "val_fraction": val_fraction,
-             "val_data_path": val_data_path, "val_images": val_images, "image_size": image_size,
-             "crop_size": crop_size, **fit_options}
-    defaults = {**TRAIN_DEFAULTS, "precision": "auto"}
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in asked.items()
-               if v is not None and v != defaults.get(k)}
-    log = print if verbose else (lambda *args, **kwargs: None)
-    # The state file follows the requested path, so the same command with resume=True finds it.
-    state_path = Path(f"{out_path}.state") if out_path is not None else None
-    if state_path is not None and state_path.exists() and not resume:
-        if not restart:
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(state_path.stat().st_mtime))
-            raise InterruptedRunError(
-                f"{state_path} holds a run interrupted at {stamp}; nothing was changed. Add "
-                "--resume (resume=True) to continue it, or --restart (restart=True) to discard "
-                "it and start anew")
-        state_path.unlink()
-        log(f"{state_path}: the interrupted run is discarded (restart)")
-    started = time.time()
-    log(f"reading {train_data_path} ...", flush=True)
-    # Every file is checked first.
-    data = SegmentationData(train_data_path, image_size, progress=_LoadProgress(log))
-    train_indices, val_indices = split_indices(data.pairs, val_fraction)
-    # Moved to the training device once, where fit() cuts and augments the batches.
-    train_data = data.subset(train_indices).to(device)
-    if val_data_path is not None:
-        val_data = read_validation_folder(val_data_path, image_size, val_images, log)
-    else:
-        val_data = data.subset(val_indices) if val_indices else None
-    val_data = val_data.to(device) if val_data is not None else None
-    window = min(crop_size, image_size)  # as SegmentationData.batch clamps it
-    early = min(fit_options.get("early_crop_size", TRAIN_DEFAULTS["early_crop_size"]), image_size)
-    early_fraction = (fit_options.get("early_fraction", TRAIN_DEFAULTS["early_fraction"])
-                      if early else 0.0)
-    schedule = f" ({early}x{early} for the first {early_fraction:.0%})" if early else ""
-    log(f"loaded {len(train_data)} training and {len(val_data) if val_data else 0} validation "
-        f"images at {image_size}x{image_size} in {_format_time(time.time() - started)}; "
-        f"training on {window}x{window} windows{schedule}")
-    out = None
-    if out_path is not None:  # said after the data checks: an error in the data comes first
-        out = Path(out_path) if overwrite else free_path(Path(out_path), [".json"])
-        kept = [p.name for p in (Path(out_path), record_path(out_path)) if p.exists()]
-        where = f"{out} (its training record: {record_path(out).name})"
-        if not kept:
-            log(f"the model will be saved as {where}")
-        elif overwrite:
-            log(f"the model will replace {' and '.join(kept)} (overwrite): {where}")
-        else:
-            log(f"{' and '.join(kept)} kept: the model will be saved as {where}")
-    torch.manual_seed(seed)  # the decoder's initialisation
-    model = get_model()
-    weights_source = load_encoder_weights(model.encoder, encoder_weights)
-    log(f"encoder weights: {weights_source}")
-    log(f"device {describe_device(device)}, precision {PRECISION_WORDS[precision]}")
-    batch_size = fit_options.get("batch_size", TRAIN_DEFAULTS["batch_size"])
-    steps_per_pass = math.ceil(len(train_data) / batch_size)  # a pass's last batch may be short
-    why = ""
-    if steps is None and epochs is None:
-        steps, reason = default_steps(len(train_data), batch_size)
-        why = f"; {reason}"
-    total_steps = epochs * steps_per_pass if epochs else steps
-    budget = fit_options.get("time_budget")
-    plan = (f"for {_format_time(budget)}" if budget else  # the clock decides the length
-            f"{total_steps:,} steps ({total_steps / steps_per_pass:.1f} passes over "
-            f"{len(train_data):,} pairs{why})")
-    log(f"training {plan}, {min(batch_size, len(train_data))} images a step", flush=True)
-    history = fit(model, train_data, val_data, steps=steps, epochs=epochs, seed=seed,
-                  device=device, crop_size=crop_size, state_path=state_path, resume=resume,
-                  verbose=verbose, **fit_options)
-    if history_path is not None:
-        Path(history_path).write_text(json.dumps(history, indent=1))
-    model.cpu().eval()
-    if out is not None:
-        record = training_record(train_data_path, data.pairs, options, history, started,
-                                 weights_source, device, precision, len(train_data), val_data,
-                                 val_data_path)
-        save_checkpoint(model, out, record)
-        if state_path.exists():
-            state_path.unlink()
-        log(f"saved {out} ({out.stat().st_size / 2**20:.1f} MB) and its training record "
-            f"{record_path(out)}")
-    return model
-
-
-def read_validation_folder(root, image_size: int, limit: Optional[int], log) -> SegmentationData:
-    """A validation folder's pairs (all, or `limit` of them evenly spaced in name order: the same
-    sample every run), decoded and checked like the training data."""
-    pairs = find_pairs(root)
-    if limit is not None and limit < len(pairs):
-        pairs = [pairs[round(i * (len(pairs) - 1) / max(limit - 1, 1))] for i in range(limit)]
-    log(f"reading the validation folder {root} ({len(pairs)} pairs) ...", flush=True)
-    return SegmentationData(root, image_size, pairs=pairs, progress=_LoadProgress(log))
-
-
-def training_record(train_data_path, pairs: Sequence[Tuple[Path, Path, str]], options: Dict,
-                    history: List[Dict[str, float]],
-                    started: float, weights_source: str, device: torch.device, precision: str,
-                    train_pairs: int, val_data: Optional[SegmentationData], val_data_path
-                    ) -> Dict:
-    """What save_checkpoint writes beside a checkpoint: the data, the recipe and the run."""
-    recipe = {**TRAIN_DEFAULTS, **{k: v for k, v in options.items() if k in TRAIN_DEFAULTS}}
-    if recipe["steps"] is None and "epochs" not in options:  # the length came from the rule
-        recipe["schedule"] = dict(SCHEDULE)
-    last = history[-1] if history else {}
-    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
-    return {
-        "format": RECORD_FORMAT, "version": RECORD_VERSION, "reference": False,
-        "trained_on": {"folder": str(train_data_path),
-                       **data_fingerprint(train_data_path, pairs),
-                       "pairs_trained": train_pairs},
-        "validation": None if val_data is None else {
-            **({"folder": str(val_data_path)} if val_data_path is not None else
-               {"held_out_fraction": options["val_fraction"]}), "images": len(val_data)},
-        "options": options, "recipe": recipe, "seed": recipe["seed"],
-        "steps": int(last.get("steps", 0)), "passes": int(last.get("epoch", 0)),
-        "encoder_weights": weights_source, "device": describe_device(device),
-        "precision": precision, "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "python": platform.python_version(),
-        "started": stamp(started), "finished": stamp(time.time()),
-        "final_loss": last.get("loss"), "val_iou": last.get("val_iou"),
-        "command": reproduce_command(train_data_path, options),
-    }
-
-
-train_segmentation_model = train_model  # the name one version of the course's script uses
+def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
+    """`path` if it does not exist yet, else the first of name-1.pth, name-2.pth, ... that doesn't;
+    a name counts as taken too while a file of the same stem with one of `companions`' suffixes
+    exists (a checkpoint's training record)."""
+    candidate, n = path, 0
+    while candidate.exists() or any(candidate.with_suffix(s).exists() for s in companions):
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 # ------------------------------------------------------------------------------------------
@@ -1263,7 +1139,7 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
     prediction is averaged with that of the mirrored image (`flip_tta`), then resized back to
     the image's exact size.
     """
-    image = open_image(Path(img_path))
+    image = open_image(img_path)
     height, width = image.height, image.width
     # Resize first: a huge photo never exists as a float array.
     small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
@@ -1288,171 +1164,9 @@ def predict(model: nn.Module, img_path, flip_tta: bool = True,
     return prob.cpu().numpy().astype(np.float32)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The H x W x 3 photo with `mask` tinted green and its outline drawn in yellow."""
-    mask = np.asarray(mask, dtype=bool)
-    out = image.astype(np.float32)
-    out[mask] = 0.55 * out[mask] + 0.45 * np.array([0, 255, 0], np.float32)
-    inner = mask.copy()  # the mask shrunk by one pixel in each direction
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    out[mask & ~inner] = (255, 255, 0)
-    return out.round().astype(np.uint8)
-
-
-# What `predict` writes beside a photo (X.mask.png, X.overlay.png, X.mask-1.png, ...): never a
-# photo to predict or grade.
-OWN_OUTPUT = re.compile(r"\.(mask|overlay)(-\d+)?$")
-
-
-def write_mask(photo: Path, mask: np.ndarray, out: Path, draw_overlay: bool = False,
-               overwrite: bool = False) -> List[Path]:
-    """Save `mask` as a 0/255 PNG at `out` (and the overlay beside it); returns the paths written.
-
-    An existing file is kept unless `overwrite`: the new one goes beside it (name-1.png, ...).
-    """
-    outputs = [(out, mask.astype(np.uint8) * 255)]
-    if draw_overlay:
-        outputs.append((out.with_name(photo.stem + ".overlay.png"),
-                        overlay(read_image(photo), mask)))
-    written = []
-    for path, array in outputs:
-        path = path if overwrite else free_path(path)  # never replace silently
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path)
-        written.append(path)
-    return written
-
-
-def predict_folder(model: nn.Module, folder: Path, out_dir: Optional[Path] = None,
-                   draw_overlay: bool = False, overwrite: bool = False) -> int:
-    """Predict every photo under `folder`: a mask beside each (or in `out_dir`, mirroring the
-    subfolders), progress as it goes and a summary. An unreadable file is named and skipped;
-    returns the exit status (1 if any was)."""
-    photos = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
-              and p.is_file() and not OWN_OUTPUT.search(p.stem)]
-    if not photos:
-        raise DataError(f"{folder}: no photos in it or its subfolders "
-                        f"({', '.join(IMAGE_SUFFIXES)})")
-    print(f"predicting {len(photos)} photos under {folder} ...", flush=True)
-    start, last, failed, shares = time.time(), time.time(), [], []
-    for done, photo in enumerate(photos, 1):
-        try:
-            mask = predict(model, photo) > 0.5
-        except DataError as error:
-            failed.append(str(error))
-            continue
-        relative = photo.relative_to(folder).with_suffix(".png")
-        out = out_dir / relative if out_dir else photo.with_suffix(".mask.png")
-        write_mask(photo, mask, out, draw_overlay, overwrite)
-        shares.append(float(mask.mean()))
-        if time.time() - last >= 5 and done < len(photos):
-            last = time.time()
-            left = (last - start) / done * (len(photos) - done)
-            print(f"{done}/{len(photos)} photos, ~{_format_time(left)} left", flush=True)
-    where = f"to {out_dir}" if out_dir else "beside the photos"
-    print(f"wrote {len(shares)} masks {where} in "
-          f"{_format_time(time.time() - start)}"
-          + (f"; the object covers {np.mean(shares):.0%} of a photo on average" if shares else ""))
-    if failed:
-        print(f"{len(failed)} file(s) could not be read and were skipped:\n  "
-              + "\n  ".join(failed), file=sys.stderr)
-    return 1 if failed else 0
-
-
-def short_message(text: str, limit: int = 300) -> str:
-    """`text` on one line, without terminal colour codes, cut at a word boundary within `limit`."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(text)).split())
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-SAVE_ADVICE = "save the weights with torch.save(model.state_dict(), PATH)"
-
-
-def read_state_dict(path) -> Dict[str, torch.Tensor]:
-    """The state_dict in checkpoint file `path`, or a ValueError that says what the file is instead.
-
-    Loads tensors only where this torch can refuse other objects (weights_only, torch >= 1.13):
-    a checkpoint is never a reason to run code. Each kind of broken file gets its own message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    with open(path, "rb") as file:
-        head = file.read(16)
-    if not head:
-        raise ValueError(f"{path}: the file is empty")
-    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path}: damaged or incomplete (a zip archive without its end, "
-                             f"{path.stat().st_size} bytes): copy the file again")
-    elif not head.startswith(b"\x80"):  # neither a zip nor a pickle: not from torch.save
-        raise ValueError(f"{path}: not a PyTorch checkpoint (it begins {head[:12]!r}); "
-                         + SAVE_ADVICE)
-    has_safe = "weights_only" in inspect.signature(torch.load).parameters
-    safe = {"weights_only": True} if has_safe else {}
-    try:
-        state = torch.load(path, map_location="cpu", **safe)
-    except Exception as error:
-        if "weights_only" not in str(error) and "Unsupported global" not in str(error):
-            raise ValueError(f"{path}: torch.load cannot read it (damaged?): "
-                             f"{short_message(error)}") from None
-        # Objects other than tensors, refused unrun: most often a whole pickled model.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        what = f" ({found.group(1)})" if found else ""
-        raise ValueError(f"{path}: holds a pickled Python object{what}, e.g. a whole model, not "
-                         f"a state_dict; {SAVE_ADVICE}") from None
-    if not isinstance(state, dict):
-        what = ("a pickled model object" if isinstance(state, nn.Module)
-                else f"a {type(state).__name__}")
-        raise ValueError(f"{path}: holds {what}, not a state_dict; {SAVE_ADVICE}")
-    others = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
-    if others:
-        raise ValueError(f"{path}: a dict whose entries {', '.join(map(str, others[:4]))} are not "
-                         f"tensors (a training state?), not a state_dict; {SAVE_ADVICE}")
-    return state
-
-
-def check_fits(model: nn.Module, state: Dict[str, torch.Tensor], path) -> None:
-    """ValueError naming the keys and shapes of `state` that do not fit `model` (strict loading)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    shapes = [f"{k} {list(state[k].shape)} (the model's {list(v.shape)})"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-                for label, keys in (("missing keys:", missing), ("unexpected keys:", extra),
-                                    ("other shapes:", shapes)) if keys]
-    if problems:
-        raise ValueError(f"{path}: does not fit get_model(): " + "; ".join(problems))
-
-
-def load_model(checkpoint=DEFAULT_CHECKPOINT) -> UNet:
-    """get_model() with a checkpoint loaded strictly, as the grader loads it; in eval mode."""
-    state = read_state_dict(checkpoint)
-    model = get_model()
-    check_fits(model, state, checkpoint)
-    model.load_state_dict(state)
-    return model.eval()
-
-
 # ------------------------------------------------------------------------------------------
-# Command line
+# Command line (predicting photos and folders: tools/predict.py)
 # ------------------------------------------------------------------------------------------
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default where there is one to say (not None or False) and its help
-    does not say it already."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: the option, what is allowed, where to read more."""
@@ -1461,124 +1175,83 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
-def _checked(name: str) -> Callable[[str], float]:
-    """An argparse type for option `name`: parsed and checked against OPTION_RULES."""
-    kind, _, text = OPTION_RULES[name]
-
-    def parse(value: str):
+def _checked(item) -> Callable[[str], Any]:
+    """An argparse type for the Config field `item`: parsed, then checked by Config."""
+    def parse(text: str):
         try:
-            number = kind(value)
-            check_option(name, number)
+            value = item.metadata["kind"](text)
+            Config(**{item.name: value})
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {text}, got {value!r}") from None
-        return number
+            raise argparse.ArgumentTypeError(f"must be {item.metadata['words']}, "
+                                             f"got {text!r}") from None
+        return value
     return parse
 
 
-def _device_arg(value: str) -> str:
+def _device(text: str) -> str:
     try:
-        resolve_device(value)
+        resolve_device(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    return value
+    return text
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
+    """The train command: a flag for every Config field, and where the model goes."""
     parser = _Parser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train on DATA/{images,gt}/<class>/...",
-                                formatter_class=_HelpFormatter)
+    train = parser.add_subparsers(dest="command", required=True).add_parser(
+        "train", help="train on DATA/{images,gt}/<class>/...")
     train.add_argument("data", help="training folder, e.g. public_data/train")
     length = train.add_mutually_exclusive_group()
-    default_length = (TRAIN_DEFAULTS["steps"] or  # a fixed length, or the rule in words
-                      "{passes:g} passes over the data, within {min_steps:,}-{max_steps:,} "
-                      "steps".format(**SCHEDULE))
-    length.add_argument("--steps", type=_checked("steps"), default=None,
-                        help=f"this many optimisation steps (batches of "
-                             f"{TRAIN_DEFAULTS['batch_size']}) whatever the data size "
-                             f"(default: {default_length})")
-    length.add_argument("--epochs", type=_checked("epochs"), default=None,
-                        help="train for this many passes over the data instead of --steps")
-    length.add_argument("--minutes", type=_checked("minutes"), default=None,
-                        help="train for this many minutes instead, the schedule fitted to them")
-    train.add_argument("--seed", type=_checked("seed"), default=TRAIN_DEFAULTS["seed"],
-                       help="seeds the decoder's initialisation, the shuffling and the "
-                            "augmentation")
-    train.add_argument("--out", default=DEFAULT_CHECKPOINT, help="where to save the state_dict")
+    for item in fields(Config):
+        default = "{passes:g} passes over the data, within {min_steps:,}-{max_steps:,} steps" \
+            .format(**SCHEDULE) if item.name == "steps" else item.default
+        words = "" if default is None else f" (default: {default})"
+        (length if item.name in ("steps", "epochs", "minutes") else train).add_argument(
+            f"--{item.name.replace('_', '-')}", type=_checked(item), default=item.default,
+            help=item.metadata["help"] + words)
+    train.add_argument("--val-data", metavar="DIR",
+                       help="print the IoU on this folder every pass instead (same layout, e.g. "
+                            "public_data/test); the model still trains on all of DATA")
+    train.add_argument("--encoder-weights", default="imagenet",
+                       help=f"MobileNetV2 ImageNet state_dict path (imagenet: "
+                            f"${ENCODER_WEIGHTS_ENV} if set, else torchvision's); 'none' for "
+                            "random init")
+    train.add_argument("--device", type=_device, help="cpu, cuda or cuda:N (default: cuda if "
+                                                      "present)")
+    train.add_argument("--out", default=DEFAULT_CHECKPOINT,
+                       help=f"where to save the state_dict (default: {DEFAULT_CHECKPOINT})")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     interrupted = train.add_mutually_exclusive_group()
     interrupted.add_argument("--resume", action="store_true",
                              help="continue an interrupted run of --out")
     interrupted.add_argument("--restart", action="store_true",
                              help="discard an interrupted run of --out and start anew")
-    train.add_argument("--val-fraction", type=_checked("val_fraction"),
-                       default=TRAIN_DEFAULTS["val_fraction"],
-                       help="hold out this last share of each class and print its IoU every pass")
-    train.add_argument("--val-data", metavar="DIR",
-                       help="print the IoU on this folder every pass instead (same layout, e.g. "
-                            "public_data/test); the model still trains on all of DATA")
-    train.add_argument("--val-images", type=_checked("val_images"), metavar="N",
-                       help="with --val-data: a fixed sample of N of its images (faster on a CPU)")
-    train.add_argument("--encoder-weights", default="imagenet",
-                       help="MobileNetV2 ImageNet state_dict path (imagenet: "
-                            f"${ENCODER_WEIGHTS_ENV} "
-                            "if set, else torchvision's); 'none' for random init")
-    train.add_argument("--device", type=_device_arg, default=None,
-                       help="cpu, cuda or cuda:N (default: cuda if present)")
-    train.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="auto: bf16 on GPUs of compute capability 8.0 and up, fp16 with a "
-                            "gradient scaler on older GPUs, fp32 on the CPU")
-    pred = commands.add_parser("predict", help="predict the mask of a photo, or of every photo "
-                               "in a folder", formatter_class=_HelpFormatter)
-    pred.add_argument("image", help="a photo (any size; grey or colour), or a folder: every photo "
-                                    "in it and its subfolders")
-    pred.add_argument("--model", default=DEFAULT_CHECKPOINT, help="the checkpoint to load")
-    pred.add_argument("--out", help="a photo: write its binary mask here as PNG (default: "
-                                    "IMAGE.mask.png); a folder: write the masks into this folder, "
-                                    "as <subfolder>/<name>.png (default: beside each photo)")
-    pred.add_argument("--overlay", action="store_true",
-                      help="also draw the mask over the photo (IMAGE.overlay.png, beside the mask)")
-    pred.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.command == "train":  # a precision the device cannot run is a usage error too
-        try:
-            choose_precision(resolve_device(args.device), args.precision)
-        except ValueError as error:
-            train.error(f"argument --precision: {error}")
+    try:  # a precision the device cannot run is a usage error too
+        choose_precision(resolve_device(args.device), args.precision)
+    except ValueError as error:
+        parser.error(f"argument --precision: {error}")
+    options = {item.name: getattr(args, item.name) for item in fields(Config)}
+    weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
     try:
-        if args.command == "train":
-            weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
-            recipe = {} if args.steps is None else {"steps": args.steps}
-            if args.minutes:  # the clock ends the run; the step count only has to outlast it
-                recipe["steps"] = 10**9
-            budget = args.minutes * 60 if args.minutes else None
-            train_model(args.data, **recipe, epochs=args.epochs, time_budget=budget,
-                        seed=args.seed, encoder_weights=weights,
-                        out_path=args.out, overwrite=args.overwrite, resume=args.resume,
-                        restart=args.restart, val_fraction=args.val_fraction,
-                        val_data_path=args.val_data, val_images=args.val_images,
-                        device=args.device, precision=args.precision)
-        elif Path(args.image).is_dir():
-            return predict_folder(load_model(args.model), Path(args.image),
-                                  Path(args.out) if args.out else None, args.overlay,
-                                  args.overwrite)
-        else:
-            mask = predict(load_model(args.model), args.image) > 0.5
-            out = Path(args.out or Path(args.image).with_suffix(".mask.png"))
-            for path in write_mask(Path(args.image), mask, out, args.overlay, args.overwrite):
-                print(f"{path}: {mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} object")
+        train_model(args.data, encoder_weights=weights, out_path=args.out,
+                    overwrite=args.overwrite, resume=args.resume, restart=args.restart,
+                    val_data_path=args.val_data, device=args.device, **options)
     except (DataError, FileNotFoundError, InterruptedRunError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if args.command != "train":
-            print("\ninterrupted", file=sys.stderr)
-        elif Path(f"{args.out}.state").exists():
-            print("\ninterrupted: rerun the same command with --resume to continue from the last "
-                  "finished pass", file=sys.stderr)
-        else:
-            print("\ninterrupted: no pass had finished, so nothing was saved to resume",
-                  file=sys.stderr)
+        saved = Path(f"{args.out}.state").exists()
+        print("\ninterrupted: " + ("rerun the same command with --resume to continue from the "
+                                   "last finished pass" if saved else
+                                   "no pass had finished, so nothing was saved to resume"),
+              file=sys.stderr)
         return 130
     return 0
 

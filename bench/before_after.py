@@ -6,8 +6,7 @@
 --data is a folder with test/{images,gt} (as run_tests.py takes) or a split's {images,gt} itself.
 
 The frames shown are the `--rows` on which the worse of the two models scores lowest, in name
-order. Colours as in bench/diagnose.py: right in green, predicted but not true in red, true but
-missed in blue.
+order. Colours as in the grading report (tools/report.py's paint), with its key.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
-from diagnose import add_key, overlay  # noqa: E402
+from tools.checkpoint import load_model  # noqa: E402
+from tools.report import add_key, paint  # noqa: E402
 from run_tests import _files, find_test_folders  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main() -> int:
     is_split = (data / "images").is_dir() and (data / "gt").is_dir()
     images_dir, gt_dir = (data / "images", data / "gt") if is_split else find_test_folders(data)
     images = _files(images_dir, seg.IMAGE_SUFFIXES, [args.cls])
-    models = [seg.load_model(args.before), seg.load_model(args.after)]
+    models = [load_model(args.before), load_model(args.after)]
     frames = []
     for key, path in images.items():
         truth = seg.read_mask(gt_dir / key.with_suffix(".png"))
@@ -56,7 +56,7 @@ def main() -> int:
     for row, (_, key, path, truth, preds) in zip(axes, worst):
         image = seg.read_image(path)
         for ax, pred, name, mean in zip(row, preds, labels, means):
-            ax.imshow(overlay(image, pred, truth))
+            ax.imshow(paint(image, pred, truth))
             ax.set_title(f"{name}: {key.name} "
                          f"IoU {seg.iou_score(pred, truth):.2f} (class {mean:.3f})", fontsize=8)
             ax.axis("off")

@@ -39,6 +39,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation  # noqa: E402
+from tools.checkpoint import load_model  # noqa: E402
 from run_tests import evaluate, find_test_folders, marks_for  # noqa: E402
 
 
@@ -94,14 +95,14 @@ def bare_forward_ms(steps: int = 20, warmup: int = 3) -> float:
 def recipe_images_per_second(data, options: dict, steps: int) -> float:
     """Training images per second of a train_model recipe (`options` over the defaults), data
     augmentation included, over `steps` steps of fit on `data` (after one warm-up step)."""
-    fit_options = {k: v for k, v in {**segmentation.TRAIN_DEFAULTS, **options}.items()
-                   if k not in ("val_fraction", "image_size")}
+    def config(length: int):
+        return segmentation.Config(**{**options, "steps": length})
     torch.manual_seed(0)
     model = segmentation.get_model()
-    segmentation.fit(model, data, verbose=False, **{**fit_options, "steps": 1})  # warm-up
+    segmentation.fit(model, data, config=config(1), verbose=False)  # warm-up
     start = time.perf_counter()
-    segmentation.fit(model, data, verbose=False, **{**fit_options, "steps": steps})
-    return steps * fit_options["batch_size"] / (time.perf_counter() - start)
+    segmentation.fit(model, data, config=config(steps), verbose=False)
+    return steps * config(steps).batch_size / (time.perf_counter() - start)
 
 
 def build_scaled_folder(train_dir, out_dir: Path, count: int) -> Path:
@@ -133,14 +134,13 @@ import torch, segmentation
 def peak_mb():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 start = time.time()
-data = segmentation.SegmentationData({folder!r}, progress=segmentation._LoadProgress(print, 10))
+data = segmentation.SegmentationData({folder!r}, progress=segmentation.LoadProgress(print, 10))
 load_seconds = time.time() - start
 loaded_mb = peak_mb()
-options = {{k: v for k, v in segmentation.TRAIN_DEFAULTS.items() if k not in ("val_fraction", "image_size")}}
 model = segmentation.get_model()
-segmentation.fit(model, data, verbose=False, **{{**options, "steps": 2}})
+segmentation.fit(model, data, config=segmentation.Config(steps=2), verbose=False)
 start = time.time()
-segmentation.fit(model, data, verbose=False, **{{**options, "steps": {steps}}})
+segmentation.fit(model, data, config=segmentation.Config(steps={steps}), verbose=False)
 step_seconds = (time.time() - start) / {steps}
 print(json.dumps({{"images": len(data), "load_seconds": load_seconds, "peak_mb_after_loading": loaded_mb,
                   "peak_mb": peak_mb(), "step_seconds": step_seconds}}))
@@ -171,9 +171,10 @@ LARGE_IMAGE_PEAK = """
 import re, sys
 sys.path.insert(0, {root!r})
 import segmentation
+from tools.checkpoint import load_model
 def peak_kb():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-model = segmentation.load_model({checkpoint!r})
+model = load_model({checkpoint!r})
 segmentation.predict(model, {small!r})
 before = peak_kb()
 out = segmentation.predict(model, {large!r})
@@ -281,7 +282,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="bench/results/model.pth",
                         help="where training saves the model (replaced), or the model to grade")
     parser.add_argument("--out", default="bench/results", help="folder for benchmark.json/.md")
-    parser.add_argument("--seed", type=int, default=segmentation.TRAIN_DEFAULTS["seed"])
+    parser.add_argument("--seed", type=int, default=segmentation.Config.seed)
     parser.add_argument("--no-train", action="store_true",
                         help="with --train: use it only for --recipes and --scale")
     parser.add_argument("--recipe", type=parse_recipe, default={}, metavar="K=V,K=V",
@@ -309,7 +310,7 @@ def main() -> int:
         # The training record beside the checkpoint says what the run did: its length (from the
         # schedule rule or not, with the rule in its recipe) and how many pairs it read.
         trained = json.loads(segmentation.record_path(args.checkpoint).read_text())
-        recipe = {**segmentation.TRAIN_DEFAULTS, **options, **trained["recipe"]}
+        recipe = {**options, **trained["recipe"]}
         steps = trained["steps"]
         ips = steps * recipe["batch_size"] / seconds
         reference["after training"] = reference_step_ms()
@@ -335,7 +336,7 @@ def main() -> int:
         del data
     if args.scale:
         record["scale"] = scale_test(args.train, args.scale)
-    model = segmentation.load_model(args.checkpoint)
+    model = load_model(args.checkpoint)
     with_tta = evaluate(lambda p: segmentation.predict(model, p), args.test)
     without = evaluate(lambda p: segmentation.predict(model, p, flip_tta=False), args.test)
     ious = np.array([r["iou"] for r in with_tta["records"]])

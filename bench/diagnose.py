@@ -30,6 +30,8 @@ from skimage.measure import label  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
 from run_tests import _files, find_test_folders  # noqa: E402
+from tools.checkpoint import load_model  # noqa: E402
+from tools.report import add_key, paint  # noqa: E402
 
 
 def error_kinds(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -40,27 +42,6 @@ def error_kinds(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {"other_object": int(other.sum()), "overreach": int((pred & ~truth & ~other).sum()),
             "missed": int((truth & ~pred).sum()), "iou": seg.iou_score(pred, truth),
             "iou_without_other_objects": seg.iou_score(pred & ~other, truth)}
-
-
-# The overlay's colours (added to the dimmed photo) and what each means, for figure legends.
-KEY = (((0, 0.6, 0), "object, found"), ((0.7, 0, 0), "painted as object, but background"),
-       ((0, 0.2, 0.8), "object, missed"))
-
-
-def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Right in green, predicted but not true in red, true but missed in blue (KEY)."""
-    shown = image.astype(np.float32) / 255 * 0.55
-    for mask, (colour, _) in zip((pred & truth, pred & ~truth, truth & ~pred), KEY):
-        shown[mask] += colour
-    return shown.clip(0, 1)
-
-
-def add_key(fig) -> None:
-    """A legend of the overlay's colours along the bottom of `fig`."""
-    from matplotlib.patches import Patch
-    handles = [Patch(color=tuple(min(1.0, 0.3 + c) for c in colour), label=words)
-               for colour, words in KEY]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
 
 
 def main() -> int:
@@ -74,7 +55,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images_dir, gt_dir = find_test_folders(args.data)
-    model = seg.load_model(args.checkpoint)
+    model = load_model(args.checkpoint)
     rows: dict = {}
     worst: dict = {}
     for key, image_path in _files(images_dir, seg.IMAGE_SUFFIXES).items():
@@ -106,11 +87,12 @@ def main() -> int:
     fig, axes = plt.subplots(1, len(picked), figsize=(4 * len(picked), 3), squeeze=False)
     for ax, cls in zip(axes[0], picked):
         iou, image_path, pred, truth = worst[cls]
-        ax.imshow(overlay(seg.read_image(image_path), pred, truth))
+        ax.imshow(paint(seg.read_image(image_path), pred, truth))
         ax.set_title(f"{cls}\n{image_path.stem}: IoU {iou:.2f}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("worst frame of the weakest classes: green right, red extra, blue missed", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("worst frame of the weakest classes", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    add_key(fig)
     fig.savefig(args.figure, dpi=80)
     plt.close(fig)
     # A 256-colour palette keeps the photo strip small enough to commit beside the README.

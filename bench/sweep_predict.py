@@ -27,6 +27,7 @@ from skimage.measure import label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import segmentation as seg  # noqa: E402
+from tools.checkpoint import load_model  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 COMPONENT_FRACTIONS = (0.0, 0.1, 0.3, 1.0)  # 1.0 keeps the largest component only
@@ -89,7 +90,7 @@ def main() -> int:
                         help="squashed multi-view variants, e.g. 256+320 288f+320")
     parser.add_argument("--out", default="bench/results/validation/predict-sweep.json")
     args = parser.parse_args()
-    model = seg.load_model(args.checkpoint).eval()
+    model = load_model(args.checkpoint).eval()
     pairs = seg.find_pairs(args.train)
     val_pairs = [pairs[i] for i in seg.split_indices(pairs, args.val_fraction)[1]]
     truths = [seg.read_mask(mask_path) for _, mask_path, _ in val_pairs]  # read once, not per variant

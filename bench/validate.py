@@ -76,7 +76,7 @@ def main() -> int:
             where = {"val_fraction": args.val_fraction}
             pairs = len(train_indices)
         start = time.time()
-        batch_size = options.get("batch_size", seg.TRAIN_DEFAULTS["batch_size"])
+        batch_size = options.get("batch_size", seg.Config.batch_size)
         if options.get("epochs"):  # the length train_model will run: the averages' windows
             steps = options["epochs"] * math.ceil(pairs / batch_size)
         else:

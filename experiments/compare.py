@@ -4,7 +4,7 @@
     python experiments/compare.py --data public_data --class <class> --budget 300
     python experiments/compare.py --quick              # a smoke run of a few seconds
 
-The two scratch models (segmentation.get_scratch_model with skips off and on: the same layers
+The two scratch models (get_scratch_model with skips off and on: the same layers
 and feature maps but for the skips) train on one class with the same seed, schedule and
 wall-clock budget; the shipped checkpoint (trained on the whole training split) is graded too.
 Everything is graded as the course does, on that class's test images.
@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import List, Sequence
 
 import matplotlib
 matplotlib.use("Agg")
@@ -30,19 +31,52 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import segmentation as seg  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from run_tests import evaluate, find_test_folders  # noqa: E402
+from tools.checkpoint import load_model  # noqa: E402
+from tools.report import add_key, paint  # noqa: E402
 
 MODELS = ("encoder-decoder", "U-Net", "pretrained U-Net")
+
+
+class ConvEncoder(nn.Module):
+    """A small VGG-style encoder trained from scratch (assignment parts 1 and 2).
+
+    Returns features at strides 1, 2, 4, 8, 16.
+    """
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128, 256), batch_norm: bool = False):
+        super().__init__()
+        self.out_channels = tuple(channels)
+        stages, in_channels = [], 3
+        for out_channels in channels:
+            stages.append(nn.Sequential(seg.conv_block(in_channels, out_channels, batch_norm),
+                                        seg.conv_block(out_channels, out_channels, batch_norm)))
+            in_channels = out_channels
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        features = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))
+            features.append(x)
+        return features
+
+
+def get_scratch_model(skips: bool) -> seg.UNet:
+    """Assignment parts 1-2: the from-scratch encoder-decoder (skips=False) or U-Net (True),
+    segmentation.py's UNet and DecoderBlock around the small ConvEncoder."""
+    return seg.UNet(ConvEncoder(batch_norm=False), (128, 64, 32, 16), skips=skips,
+                    batch_norm=False)
 
 
 def train_scratch(skips: bool, train, val, budget: float, seed: int, verbose: bool):
     """One from-scratch model trained for `budget` seconds; returns (model, history)."""
     torch.manual_seed(seed)
-    model = seg.get_scratch_model(skips)
-    # Nothing pretrained to keep fixed, and the same window size throughout, as in the report.
-    history = seg.fit(model, train, val, epochs=10_000, batch_size=16, lr=1e-3, seed=seed,
-                      frozen_layers=0, early_crop_size=0, time_budget=budget, device="cpu",
-                      verbose=verbose)
+    model = get_scratch_model(skips)
+    history = seg.fit(model, train, val, seg.Config(minutes=budget / 60, batch_size=16, lr=1e-3,
+                                                    seed=seed), device="cpu", verbose=verbose)
     return model, history
 
 
@@ -82,16 +116,14 @@ def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_
     for row, record in enumerate(picks):
         key = record["image"]
         image = seg.read_image(next(images_dir.glob(key + ".*")))
-        tiles = [(image, None, ""), (image, seg.read_mask(gt_dir / (key + ".png")), "")]
+        truth = seg.read_mask(gt_dir / (key + ".png"))
+        tiles = [(image, ""), (paint(image, truth), "")]
         for name, folder in masks_dirs.items():
             iou = next(r["iou"] for r in scores[name] if r["image"] == key)
-            tiles.append((image, seg.read_mask(folder / (key + ".png")), f"IoU {iou:.2f}"))
-        for col, (img, mask, label) in enumerate(tiles):
+            tiles.append((paint(image, seg.read_mask(folder / (key + ".png")), truth),
+                          f"IoU {iou:.2f}"))
+        for col, (shown, label) in enumerate(tiles):
             ax = axes[row, col]
-            shown = img.astype(np.float32) / 255
-            if mask is not None:
-                colour = np.array([0.1, 0.9, 0.2]) if col == 1 else np.array([1.0, 0.2, 0.6])
-                shown[mask] = 0.45 * shown[mask] + 0.55 * colour
             ax.imshow(shown)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
@@ -100,7 +132,8 @@ def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_
                 ax.text(0.02, 0.98, label, transform=ax.transAxes, va="top", fontsize=9,
                         color="white", bbox=dict(facecolor="black", alpha=0.6, pad=1.5))
         axes[row, 0].set_ylabel(key.split("/")[-1], fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    add_key(fig)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     # A 256-colour palette keeps the photo grid small enough to commit beside the README.
@@ -181,7 +214,7 @@ def main(argv=None) -> int:
         print(f"   IoU {result['iou']:.4f} after {len(histories[name])} epochs")
 
     if Path(args.checkpoint).exists():
-        model = seg.load_model(args.checkpoint)
+        model = load_model(args.checkpoint)
         name = "pretrained U-Net"
         masks_dirs[name] = out / "masks" / name
         result = grade(model, data, classes, seg.IMAGE_SIZE, masks_dirs[name])

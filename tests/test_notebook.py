@@ -86,7 +86,8 @@ def test_notebook_trains_grades_and_packs_the_upload(tmp_path, monkeypatch):
     package = tmp_path / "package"
     (package / "notebooks").mkdir(parents=True)
     (package / "tools").mkdir()
-    for name in ("segmentation.py", "run_tests.py", "tools/prepare_upload.py"):
+    for name in ("segmentation.py", "run_tests.py", "tools/__init__.py", "tools/prepare_upload.py",
+                 "tools/checkpoint.py", "tools/predict.py", "tools/report.py"):
         shutil.copy(ROOT / name, package / name)
     shutil.copy(NOTEBOOK, package / "notebooks" / NOTEBOOK.name)
     archive = _course_like_zip(tmp_path)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import torch
 
 import run_tests
 import segmentation
+from bench.seeds import RETIRED
+from tools import checkpoint as records
 from conftest import CHECKPOINT, ROOT, make_dataset
 from segmentation import (data_fingerprint, file_sha256, get_model, record_path, save_checkpoint,
                           train_model)
@@ -63,18 +66,23 @@ def test_training_writes_a_record_with_the_data_recipe_and_run(course, tmp_path)
     assert record["val_iou"] is not None and record["final_loss"] > 0
     for key in ("device", "precision", "torch", "torchvision", "started", "finished"):
         assert record[key], key
-    assert record["command"].startswith("python -c") and "seed=3" in record["command"]
+    assert record["command"] == (f"python segmentation.py train {course / 'train'} --epochs 1 "
+                                 f"--seed 3 --lr 0.002 --image-size {SIZE} "
+                                 f"--val-data {course / 'test'}")
+    assert record["options"] == {"epochs": 1, "seed": 3, "lr": 2e-3, "image_size": SIZE,
+                                 "val_data_path": str(course / "test")}
     # Still a plain state_dict that the grader loads strictly.
     get_model().load_state_dict(torch.load(out, map_location="cpu"))
 
 
-def test_the_command_of_a_cli_run_is_the_train_command():
-    command = segmentation.reproduce_command("public_data/train", {"steps": 50, "seed": 1})
-    assert command == "python segmentation.py train public_data/train --steps 50 --seed 1"
-    python = segmentation.reproduce_command("d", {"frozen_layers": 4})  # no flag for it
-    assert python.startswith("python -c") and "train_model('d', frozen_layers=4)" in python
-    timed = segmentation.reproduce_command("d", {"steps": 10**9, "time_budget": 300.0})
-    assert timed == "python segmentation.py train d --minutes 5.0"
+def test_the_command_of_a_timed_run_is_the_train_command_with_its_minutes(course, tmp_path):
+    out = tmp_path / "m.pth"
+    train_model(course / "train", minutes=0.01, encoder_weights=None, out_path=out,
+                image_size=SIZE, verbose=False)
+    record = json.loads(record_path(out).read_text())
+    assert record["command"] == (f"python segmentation.py train {course / 'train'} "
+                                 f"--minutes 0.01 --image-size {SIZE}")
+    assert "schedule" not in record["recipe"] and record["steps"] >= 1
 
 
 def test_the_fingerprint_follows_the_contents_not_the_place(course, tmp_path):
@@ -146,7 +154,7 @@ def _checkpoint(folder: Path, record: dict = None, name: str = "segmentation_mod
 
 def test_a_matching_record_is_named_without_a_warning(course, tmp_path):
     checkpoint = _checkpoint(tmp_path / "m", _record_for(course / "train"))
-    model = run_tests.describe_model(checkpoint, course)
+    model = records.describe_model(checkpoint, course)
     assert model["warning"] is None and model["trained_on_data"] is True
     assert model["lines"][0] == (f"model: trained on {course / 'train'} (6 pairs, 2026-12-03, "
                                  "7 steps, seed 0; record segmentation_model.json)")
@@ -156,32 +164,32 @@ def test_a_matching_record_is_named_without_a_warning(course, tmp_path):
 def test_a_record_of_other_data_is_warned_about(course, tmp_path):
     other = make_dataset(tmp_path / "other", per_class=2, seed=9)
     checkpoint = _checkpoint(tmp_path / "m", _record_for(other))
-    model = run_tests.describe_model(checkpoint, course)
+    model = records.describe_model(checkpoint, course)
     assert model["trained_on_data"] is False
     assert model["warning"].startswith("warning: this checkpoint was not trained on ")
     assert "its record says it was trained on other data" in model["warning"]
-    assert run_tests.RULE in model["warning"] and "python segmentation.py train" in model["warning"]
+    assert records.RULE in model["warning"] and "python segmentation.py train" in model["warning"]
 
 
 def test_no_record_is_said_and_warned_about(course, tmp_path):
     checkpoint = _checkpoint(tmp_path / "m")
-    model = run_tests.describe_model(checkpoint, course)
+    model = records.describe_model(checkpoint, course)
     assert "has no training record" in model["lines"][0]
     assert "(it has no training record)" in model["warning"]
     # Without a train/ split beside the test data there is nothing to compare: no warning.
-    assert run_tests.describe_model(checkpoint, course / "test")["warning"] is None
+    assert records.describe_model(checkpoint, course / "test")["warning"] is None
 
 
 def test_a_renamed_checkpoint_finds_its_record_by_its_digest(course, tmp_path):
     trained = _checkpoint(tmp_path / "m", _record_for(course / "train"), "segmentation_model-1.pth")
     renamed = trained.with_name("segmentation_model.pth")
     trained.rename(renamed)
-    record, where, notes = run_tests.find_record(renamed)
+    record, where, notes = records.find_record(renamed)
     assert where.name == "segmentation_model-1.json" and record["trained_on"]["pairs"] == 6
     # Beside a record of another checkpoint, that one is named as not used.
     _checkpoint(tmp_path / "n", _record_for(course / "train"))
     shutil.copy(tmp_path / "n" / "segmentation_model.json", tmp_path / "m")
-    record, where, notes = run_tests.find_record(renamed)
+    record, where, notes = records.find_record(renamed)
     assert where.name == "segmentation_model-1.json"
     assert notes == ["segmentation_model.json is the record of another checkpoint (its SHA-256 "
                      "differs from segmentation_model.pth's): not used"]
@@ -197,25 +205,28 @@ def test_a_renamed_checkpoint_finds_its_record_by_its_digest(course, tmp_path):
 def test_a_bad_record_gets_one_line_and_the_grading_goes_on(course, tmp_path, content, words):
     checkpoint = _checkpoint(tmp_path / "m")
     record_path(checkpoint).write_text(content)
-    model = run_tests.describe_model(checkpoint, course)
+    model = records.describe_model(checkpoint, course)
     assert len(model["lines"]) == 2 and words in model["lines"][0]
     assert "has no training record" in model["lines"][1] and model["warning"]
 
 
 @pytest.mark.skipif(not CHECKPOINT.exists(), reason="no shipped segmentation_model.pth")
 def test_the_shipped_checkpoint_is_the_reference_model_with_its_record():
-    record, where, notes = run_tests.find_record(CHECKPOINT)
+    record, where, notes = records.find_record(CHECKPOINT)
     assert where == ROOT / "segmentation_model.json" and notes == []
     assert record["reference"] is True and "not on the course's" in record["note"]
     # Today's default recipe, and the length today's rule gives for its data: its command,
     # run again, trains it again (a rule since changed where it did not bind, as the floor
     # raised on 2026-12-06, is recorded as it was).
     recipe = {k: v for k, v in record["recipe"].items() if k != "schedule"}
-    assert recipe == segmentation.TRAIN_DEFAULTS and record["seed"] == 0
-    assert ("schedule" in record["recipe"]) == (recipe["steps"] is None)
+    today = asdict(segmentation.Config())
+    assert {k: v for k, v in recipe.items() if k in today} == {k: today[k] for k in recipe
+                                                               if k in today}
+    assert {k: v for k, v in recipe.items() if k not in today} == RETIRED  # since removed, off
+    assert record["seed"] == 0 and ("schedule" in record["recipe"]) == (recipe["steps"] is None)
     assert record["trained_on"]["pairs"] == 4372 and len(record["trained_on"]["classes"]) == 75
     assert record["steps"] == segmentation.default_steps(record["trained_on"]["pairs"])[0]
-    model = run_tests.describe_model(CHECKPOINT, ROOT / "examples")
+    model = records.describe_model(CHECKPOINT, ROOT / "examples")
     assert model["reference"] and "the package's reference model" in model["lines"][0]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import run_tests
 from conftest import CHECKPOINT, ROOT
+from tools import report as report_page
 
 sys.path.insert(0, str(ROOT / "tools"))
 import browser_check  # noqa: E402
@@ -75,10 +76,10 @@ def test_overlay_colours_each_kind_of_pixel():
     image = np.full((2, 2, 3), 128, np.uint8)
     pred = np.array([[True, True], [False, False]])
     truth = np.array([[True, False], [True, False]])
-    drawn = run_tests.error_overlay(image, pred, truth).astype(int)
+    drawn = report_page.paint(image, pred, truth).astype(int)
     tp, fp, fn, tn = drawn[0, 0], drawn[0, 1], drawn[1, 0], drawn[1, 1]
     for pixel, kind in ((tp, "tp"), (fp, "fp"), (fn, "fn")):
-        colour = np.array(run_tests.COLOURS[kind][0])
+        colour = np.array(report_page.COLOURS[kind][0])
         assert np.abs(pixel - colour).max() < np.abs(tn - colour).max()
         assert int(np.argmax(pixel)) == int(np.argmax(colour))
     assert tn[0] == tn[1] == tn[2]  # right background stays grey
@@ -89,13 +90,13 @@ def test_an_existing_folder_is_never_replaced_unasked(report, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("the student's notes")
-    final, staging = run_tests.prepare_report_dir(mine, overwrite=False)
+    final, staging = report_page.prepare_report_dir(mine, overwrite=False)
     assert final == tmp_path / "mine-1" and staging.parent == tmp_path
     staging.rmdir()
     with pytest.raises(ValueError, match="not a report of run_tests.py; not replaced"):
-        run_tests.prepare_report_dir(mine, overwrite=True)
+        report_page.prepare_report_dir(mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "the student's notes"
-    final, staging = run_tests.prepare_report_dir(folder, overwrite=True)  # an earlier report
+    final, staging = report_page.prepare_report_dir(folder, overwrite=True)  # an earlier report
     assert final == folder
     staging.rmdir()
 
@@ -154,15 +155,15 @@ def test_in_a_real_browser_every_image_loads_and_the_worst_comes_first(report, t
 def test_headings_are_true_for_any_number_shown(report):
     folder, _ = report
     assert "<h2>The 5 worst of 12 images</h2>" in (folder / "index.html").read_text(encoding="utf-8")
-    assert run_tests.cards_heading(12, 12) == "All 12 images, worst first"
-    assert run_tests.cards_heading(24, 12) == "All 12 images, worst first"
-    assert run_tests.cards_heading(1, 12) == "The 1 worst of 12 images"
+    assert report_page.cards_heading(12, 12) == "All 12 images, worst first"
+    assert report_page.cards_heading(24, 12) == "All 12 images, worst first"
+    assert report_page.cards_heading(1, 12) == "The 1 worst of 12 images"
 
 
 def test_histogram_has_its_own_colours_and_a_readable_count_axis():
-    svg = run_tests.iou_histogram_svg(list(np.linspace(0.3, 1.0, 40)) + [0.95] * 30)
+    svg = report_page.iou_histogram_svg(list(np.linspace(0.3, 1.0, 40)) + [0.95] * 30)
     used = {c.lower() for c in re.findall(r'(?:fill|stroke)="(#[0-9a-fA-F]{6})"', svg)}
-    key = {"#%02x%02x%02x" % colour for colour, _ in run_tests.COLOURS.values()}
+    key = {"#%02x%02x%02x" % colour for colour, _ in report_page.COLOURS.values()}
     assert used and not used & key
     counts = [int(v) for v in re.findall(r'class="ytick"[^>]*>(\d+)<', svg)]
     assert len(counts) >= 3 and counts[0] == 0 and counts == sorted(counts)

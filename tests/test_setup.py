@@ -241,8 +241,8 @@ def test_a_mismatched_torchvision_is_named_in_one_line(tmp_path, command):
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert (f"torchvision 0.28.0 does not load with torch {torch.__version__} (its operator "
-            "torchvision::nms is missing)") in lines[0]
+    assert (f"torchvision does not load with torch {torch.__version__} (operator "
+            "torchvision::nms does not exist)") in lines[0]
     assert "bash tools/setup.sh" in lines[0]
 
 
@@ -252,7 +252,7 @@ def test_the_graders_import_fails_with_the_same_line(tmp_path):
                             env=_broken_torchvision(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "ImportError: torchvision 0.28.0 does not load with torch")
+        "ImportError: torchvision does not load with torch")
 
 
 def test_the_notebooks_first_code_cell_names_it_in_one_line(tmp_path):
@@ -264,4 +264,4 @@ def test_the_notebooks_first_code_cell_names_it_in_one_line(tmp_path):
                             env=_broken_torchvision(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "torchvision 0.28.0 does not load with torch" in result.stderr
+    assert "torchvision does not load with torch" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 import segmentation
 from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
 from segmentation import SegmentationData, evaluate_batches, fit, get_model, train_model
+from tools import predict as predict_tool
 
 SIZE = 64  # tiny images keep these runs to seconds on a CPU
 
@@ -23,11 +25,12 @@ def data(tmp_path_factory):
     return train, val
 
 
-def _fit(data, epochs=1, **options):
+def _fit(data, epochs=1, state_path=None, resume=False, **options):
     torch.manual_seed(0)
     model = get_model()
-    history = fit(model, data[0], data[1], epochs=epochs, batch_size=8, lr=3e-3, verbose=False,
-                  **options)
+    config = segmentation.Config(epochs=epochs, batch_size=8, lr=3e-3, **options)
+    history = fit(model, data[0], data[1], config, state_path=state_path, resume=resume,
+                  verbose=False)
     return model, history
 
 
@@ -173,34 +176,6 @@ def test_length_is_in_steps_whatever_the_data_size(data):
     assert [h["steps"] for h in history] == [4, 8]
 
 
-def test_frozen_layers_do_not_change(data):
-    torch.manual_seed(0)
-    before = get_model()
-    model, _ = _fit(data, frozen_layers=4)
-    after, start = model.encoder.features, before.encoder.features
-    for i in range(4):  # weights and batch-norm statistics both kept
-        for (key, a), b in zip(start[i].state_dict().items(), after[i].state_dict().values()):
-            assert torch.equal(a, b), (i, key)
-    assert not torch.equal(start[4].state_dict()["conv.0.0.weight"],
-                           after[4].state_dict()["conv.0.0.weight"])
-
-
-def test_early_steps_train_on_smaller_windows(data, monkeypatch):
-    """Progressive resizing: the first early_fraction of the steps uses early_crop_size windows."""
-    windows = []
-    batch = SegmentationData.batch
-
-    def recording_batch(self, indices, generator=None, augment=False, crop_size=None, **kwargs):
-        images, masks = batch(self, indices, generator, augment, crop_size, **kwargs)
-        if augment:  # training batches, not the validation pass
-            windows.append(images.shape[-1])
-        return images, masks
-
-    monkeypatch.setattr(SegmentationData, "batch", recording_batch)
-    _fit(data, epochs=None, steps=6, crop_size=48, early_crop_size=32, early_fraction=0.5)
-    assert windows == [32, 32, 32, 48, 48, 48]
-
-
 def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys):
     data = make_dataset(tmp_path / "train", per_class=3)
     train_model(data, steps=2, encoder_weights=None, out_path=tmp_path / "m.pth", image_size=SIZE)
@@ -218,8 +193,7 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
 
 
 def _schedule(monkeypatch, **rule):
-    """The default length as the rule SCHEDULE=`rule` instead of a fixed step count."""
-    monkeypatch.setitem(segmentation.TRAIN_DEFAULTS, "steps", None)
+    """The default length as the rule SCHEDULE=`rule`."""
     monkeypatch.setattr(segmentation, "SCHEDULE", rule)
 
 
@@ -239,10 +213,7 @@ def test_the_shipped_schedule_gives_sane_lengths_for_a_tiny_and_a_huge_folder():
     rule = segmentation.SCHEDULE
     assert rule["min_steps"] <= rule["max_steps"]
     tiny, huge = segmentation.default_steps(12)[0], segmentation.default_steps(10**6)[0]
-    if segmentation.TRAIN_DEFAULTS["steps"] is None:
-        assert (tiny, huge) == (rule["min_steps"], rule["max_steps"])
-    else:  # a fixed length
-        assert tiny == huge == segmentation.TRAIN_DEFAULTS["steps"]
+    assert (tiny, huge) == (rule["min_steps"], rule["max_steps"])
 
 
 def test_the_readme_states_the_shipped_schedule_and_its_lengths():
@@ -289,7 +260,8 @@ def test_no_timing_probe_the_estimate_comes_from_the_runs_own_steps(data, monkey
 
     monkeypatch.setattr(segmentation, "train_step", counted_step)
     torch.manual_seed(0)
-    fit(get_model(), data[0], steps=12, batch_size=4, verbose=True, clock=lambda: now[0])
+    fit(get_model(), data[0], config=segmentation.Config(steps=12, batch_size=4), verbose=True,
+        clock=lambda: now[0])
     assert len(calls) == 12
     printed = capsys.readouterr().out.splitlines()
     first, last = segmentation.ESTIMATE_STEPS
@@ -300,27 +272,10 @@ def test_no_timing_probe_the_estimate_comes_from_the_runs_own_steps(data, monkey
     assert printed.index(estimate[0]) < next(i for i, l in enumerate(printed) if l.startswith("epoch"))
 
 
-def test_estimate_prices_smaller_early_windows_as_cheaper(data, monkeypatch, capsys):
-    now = [0.0]
-    real_step = segmentation.train_step
-
-    def step_by_pixels(model, optimizer, images, *args, **kwargs):
-        now[0] += images.shape[-1] ** 2 / 1000  # the cost of a step: its window's pixels
-        return real_step(model, optimizer, images, *args, **kwargs)
-
-    monkeypatch.setattr(segmentation, "train_step", step_by_pixels)
-    torch.manual_seed(0)
-    fit(get_model(), data[0], steps=20, batch_size=8, crop_size=48, early_crop_size=32,
-        early_fraction=0.5, verbose=True, clock=lambda: now[0])
-    line = next(l for l in capsys.readouterr().out.splitlines() if " took " in l)
-    # Timed on 32-px steps; left: 5 more at 32 px and 10 at 48 px.
-    expected = 5 * 32 ** 2 / 1000 + 10 * 48 ** 2 / 1000
-    assert f"expect about {segmentation._format_time(expected)} more" in line
-
-
 def test_runs_too_short_to_time_print_no_estimate(data, capsys):
     torch.manual_seed(0)
-    fit(get_model(), data[0], steps=segmentation.ESTIMATE_STEPS[1], batch_size=8, verbose=True)
+    fit(get_model(), data[0], config=segmentation.Config(steps=segmentation.ESTIMATE_STEPS[1],
+                                                         batch_size=8), verbose=True)
     assert " took " not in capsys.readouterr().out
 
 
@@ -332,11 +287,12 @@ def test_train_command_passes_the_length_it_was_given(monkeypatch):
     for args in (["--steps", "5"], ["--epochs", "3"], ["--minutes", "2"], []):
         assert segmentation.main(["train", "data", *args]) == 0
     short, passes, timed, plain = calls
-    assert short["steps"] == 5 and short["epochs"] is None
-    assert passes["epochs"] == 3 and "steps" not in passes
-    assert timed["time_budget"] == 120 and timed["steps"] >= 10**9
-    assert "steps" not in plain and plain["epochs"] is None and plain["time_budget"] is None
-    assert plain["precision"] == "auto"
+    assert short["steps"] == 5 and short["epochs"] is None and short["minutes"] is None
+    assert passes["epochs"] == 3 and passes["steps"] is None
+    assert timed["minutes"] == 2 and timed["steps"] is None and timed["epochs"] is None
+    assert plain["steps"] is plain["epochs"] is plain["minutes"] is None
+    assert {k: v for k, v in plain.items() if k in asdict(segmentation.Config())} == asdict(
+        segmentation.Config())  # every other flag at the recipe's default
 
 
 def _no_data_read(monkeypatch):
@@ -364,9 +320,10 @@ def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, opt
 
 @pytest.mark.parametrize("options, message", [
     ({"steps": -5}, "steps must be a whole number >= 1"), ({"steps": 0}, "steps must be"),
-    ({"steps": 5, "epochs": 2}, "not both"), ({"epochs": 0}, "epochs must be"),
+    ({"steps": 5, "epochs": 2}, "not steps and epochs"), ({"epochs": 0}, "epochs must be"),
     ({"val_fraction": 1.5}, r"val_fraction must be a fraction in \[0, 1\)"),
-    ({"min_crop_area": 0}, "min_crop_area must be"), ({"time_budget": 0}, "time_budget"),
+    ({"min_crop_area": 0}, "min_crop_area must be"), ({"minutes": 0}, "minutes must be"),
+    ({"loss": "l2"}, "loss must be one of bce_dice, bce_lovasz"), ({"lr": True}, "lr must be"),
     ({"device": "foo"}, "device must be cpu, cuda or cuda:N"),
     ({"precision": "fp16"}, "fp16 needs a CUDA GPU"), ({"batch_sise": 8}, "unknown training option")])
 def test_train_model_checks_its_options_before_reading(options, message, monkeypatch):
@@ -436,15 +393,17 @@ def test_scaler_path_scales_steps_and_skips_an_overflow(data):
     assert all(torch.equal(a, b) for a, b in zip(after_good_step, model.parameters()))
 
 
-@pytest.mark.parametrize("command, explained", [
-    ("train", ["--seed", "seeds the decoder's initialisation", "--val-fraction",
-               "hold out this last share", "(default: 0.0)", "--precision", "(default: auto)",
-               "--restart", "discard an interrupted run"]),
-    ("predict", ["a photo (any size; grey or colour), or a folder",
-                 "the checkpoint to load (default: segmentation_model.pth)"])])
-def test_every_option_has_help_and_shows_its_default(command, explained, capsys):
+@pytest.mark.parametrize("main, args, explained", [
+    (segmentation.main, ["train"], [
+        "--seed", "seeds the decoder's initialisation", "--val-fraction",
+        "hold out this last share", "(default: 0.0)", "--precision", "(default: auto)",
+        "--restart", "discard an interrupted run", "--lr", "(default: 0.001)",
+        "(default: 14.5 passes over the data, within 3,000-6,000 steps)"]),
+    (predict_tool.main, [], ["a photo (any size; grey or colour), or a folder",
+                             "the checkpoint to load (default: segmentation_model.pth)"])])
+def test_every_option_has_help_and_shows_its_default(main, args, explained, capsys):
     with pytest.raises(SystemExit):
-        segmentation.main([command, "--help"])
+        main([*args, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for words in explained:
         assert words in text

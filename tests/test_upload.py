@@ -12,7 +12,8 @@ import torch
 
 import run_tests
 from conftest import CHECKPOINT, ROOT, make_dataset
-from segmentation import get_model, load_model, predict
+from segmentation import get_model, predict
+from tools.checkpoint import load_model
 
 EXAMPLES = ROOT / "examples"
 
@@ -146,7 +147,7 @@ def test_grader_env_skips_without_python_39(tmp_path):
                                          ("state", "are not tensors (a training state?)")])
 def test_a_broken_checkpoint_is_named_for_what_it_is(project, kind, words):
     folder, data = project
-    from test_contract import _broken_checkpoints  # the same broken files as the loader's test
+    from test_checkpoint import _broken_checkpoints  # the same broken files as the loader's test
     (folder.parent / "broken").mkdir()
     broken = _broken_checkpoints(folder.parent / "broken")[kind]
     shutil.copy(broken, folder / "segmentation_model.pth")

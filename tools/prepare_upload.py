@@ -29,7 +29,9 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 try:  # the grader's own steps, shared with the local grading
     import run_tests
-    from segmentation import DataError, IMAGE_SUFFIXES, OWN_OUTPUT, data_fingerprint, free_path
+    from segmentation import DataError, IMAGE_SUFFIXES, data_fingerprint, free_path
+    from tools.checkpoint import RULE, find_record, shown_path
+    from tools.predict import OWN_OUTPUT
 except ImportError as error:  # e.g. a torchvision built for another torch, said in one line
     sys.exit(f"error: {error}")
 
@@ -43,7 +45,7 @@ class UploadRefused(Exception):
 def check_record(checkpoint: Path, train: Path, dry_run: bool) -> str:
     """What the checkpoint's training record says, after checking it against `train`; raises
     UploadRefused for the reference model (unless `dry_run`), no record, or other data."""
-    record, where, notes = run_tests.find_record(checkpoint)
+    record, where, notes = find_record(checkpoint)
     command = f"python segmentation.py train {train}"
     if record is None:
         missing = f"no {checkpoint.with_suffix('.json').name} beside it"
@@ -63,7 +65,7 @@ def check_record(checkpoint: Path, train: Path, dry_run: bool) -> str:
     if trained.get("digest") != fingerprint["digest"]:
         raise UploadRefused(
             f"{checkpoint} was trained on {trained.get('folder')} ({trained.get('pairs', '?')} "
-            f"pairs), not on {train} ({fingerprint['pairs']} pairs): {run_tests.RULE}; "
+            f"pairs), not on {train} ({fingerprint['pairs']} pairs): {RULE}; "
             f"train on it ({command}) and prepare that checkpoint")
     return (f"trained on {train} ({fingerprint['pairs']:,} pairs, {record.get('steps', '?'):,} "
             f"steps, seed {record.get('seed', '?')}, {str(record.get('finished', '?'))[:10]}; "
@@ -140,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"model: {what}")
     print(f"checked in a clean folder as the grader runs it (Python {env['python']}, torch "
           f"{env['torch']}): loads strictly into get_model(), predict gives a mask of "
-          f"{run_tests.shown_path(photo)}'s size")
+          f"{shown_path(photo)}'s size")
     print(f"upload: {final} holds {' and '.join(run_tests.UPLOAD)}"
           + (": a DRY RUN with the reference model, do not upload it" if args.dry_run else
              ": upload exactly these two files"))
