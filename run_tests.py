@@ -54,6 +54,33 @@ def marks_for(iou: float) -> int:
     return next((mark for threshold, mark in MARKS if iou >= threshold), 0)
 
 
+def how_sure(ious: Sequence[float], resamples: int = 10_000, seed: int = 0) -> Dict:
+    """How sure the marks are, since the course grades a hidden sample of photos like these:
+    the mean IoU of `resamples` bootstrap resamples of the graded images (as many, drawn with
+    replacement; seeded, so every run says the same), its 95% range, and the share of
+    resamples in each marks band that has any, best band first."""
+    ious = np.asarray(ious, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([ious[rng.integers(0, len(ious), (min(1000, resamples - start),
+                                                              len(ious)))].mean(1)
+                            for start in range(0, resamples, 1000)])  # 1,000 rows at a time
+    thresholds = np.array([threshold for threshold, _ in MARKS])  # descending
+    bands = np.array([mark for _, mark in MARKS] + [0])[(means[:, None] < thresholds).sum(1)]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"resamples": resamples, "low": float(low), "high": float(high),
+            "chances": {int(m): float((bands == m).mean()) for m in sorted(set(bands), reverse=True)}}
+
+
+def how_sure_words(sure: Dict, images: int) -> str:
+    """how_sure's answer in one line, said next to the marks."""
+    def share(value: float) -> str:
+        return "<1%" if 0 < value < 0.005 else ">99%" if 0.995 <= value < 1 else f"{value:.0%}"
+    chances = ", ".join(f"{marks} marks {share(value)}" for marks, value in sure["chances"].items())
+    return (f"how sure: a hidden sample of {images:,} photos like these would score "
+            f"{sure['low']:.3f}-{sure['high']:.3f} (95% of {sure['resamples']:,} resamples of "
+            f"them): {chances}")
+
+
 # The test folder's layouts, (photos, ground truth) under DATA_DIR: the stand-in's and the
 # course's own (its ground truth with or without test/gt/ inside).
 LAYOUTS = (("test/images", "test/gt"), ("00_test_val_input/test/images", "00_test_val_gt"),
@@ -466,6 +493,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             model_path = Path(args.model) if args.model else ROOT / UPLOAD[1]
             result["model"] = describe_model(model_path, Path(data_dir))
             result["marks"] = marks_for(result["mean_iou"])
+            sure = how_sure([r["iou"] for r in result["records"]])
+            result["how_sure"] = {**sure, "words": how_sure_words(sure, len(result["records"]))}
             print_result(result)
             if report is not None:
                 page = write_report(result, pred_dir, *report, model_path, args.worst)
@@ -497,6 +526,8 @@ def print_result(result: Dict) -> None:
         print("\n".join(model["lines"] + ([model["warning"]] if model["warning"] else [])))
     print(f"mean IoU {result['mean_iou']:.4f}")
     print(f"marks {marks_for(result['mean_iou'])}/10")
+    if "how_sure" in result:
+        print(result["how_sure"]["words"])
 
 
 if __name__ == "__main__":

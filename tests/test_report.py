@@ -177,3 +177,10 @@ def test_page_shows_no_absolute_path(report):
     assert str(ROOT) not in html and str(folder.parent.parent) not in html
     meta = re.search(r'<p class="meta">(.*?)</p>', html, re.S).group(1)
     assert "Model " in meta and "data " in meta and not re.search(r"(^|\s)/", meta)
+
+
+def test_the_page_says_how_sure_the_marks_are_as_the_command_does(report):
+    folder, printed = report
+    line = next(l for l in printed.splitlines() if l.startswith("how sure: "))
+    html = (folder / "index.html").read_text(encoding="utf-8")
+    assert f'<p class="sure">{line}</p>' in html.replace("&lt;", "<").replace("&gt;", ">")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -170,3 +171,39 @@ def test_help_lists_both_layouts_and_every_option_is_explained(capsys):
     for option in ("--model", "--python", "--out", "--json", "--report", "--worst", "--overwrite"):
         assert option in text
     assert "(default: 24)" in text and "(default: segmentation_model.pth)" in text
+
+
+# --- how sure the marks are: a bootstrap of the graded images --------------------------------
+
+def test_how_sure_is_seeded_brackets_the_mean_and_shares_out_every_resample():
+    ious = np.clip(np.random.default_rng(1).normal(0.78, 0.15, 300), 0, 1)
+    sure = run_tests.how_sure(ious)
+    assert sure == run_tests.how_sure(ious)  # seeded: every run says the same
+    assert sure["low"] < ious.mean() < sure["high"]
+    assert sum(sure["chances"].values()) == pytest.approx(1.0)
+    assert list(sure["chances"]) == sorted(sure["chances"], reverse=True)
+    assert run_tests.marks_for(ious.mean()) in sure["chances"]
+    wider = run_tests.how_sure(ious[:30])  # fewer images, less sure
+    assert wider["high"] - wider["low"] > sure["high"] - sure["low"]
+
+
+def test_how_sure_of_one_score_is_one_band_and_of_a_mean_on_a_threshold_two():
+    alike = run_tests.how_sure([0.9] * 40)
+    assert alike["low"] == alike["high"] == pytest.approx(0.9) and alike["chances"] == {10: 1.0}
+    split = run_tests.how_sure([0.7, 0.9] * 100)  # mean 0.80: the 9-marks threshold
+    assert set(split["chances"]) == {9, 8} and 0.35 < split["chances"][9] < 0.65
+
+
+def test_how_sure_is_said_next_to_the_marks_and_changes_neither_them_nor_the_exit(
+        tmp_path, capsys):
+    data = _split(tmp_path / "data")
+    out = tmp_path / "grade.json"
+    assert run_tests.main([str(data), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    marks = next(i for i, line in enumerate(printed) if line.startswith("marks "))
+    assert printed[marks + 1].startswith("how sure: a hidden sample of ")
+    saved = json.loads(out.read_text())
+    assert saved["marks"] == run_tests.marks_for(saved["mean_iou"])
+    assert printed[marks] == f"marks {saved['marks']}/10"
+    assert saved["how_sure"]["words"] == printed[marks + 1]
+    assert saved["how_sure"]["low"] <= saved["mean_iou"] <= saved["how_sure"]["high"]

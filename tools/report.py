@@ -184,6 +184,7 @@ def write_report(result: Dict, pred_dir: Path, final: Path, staging: Path, model
 <h1>Grading report</h1>
 <p class="marks"><b>{result['marks']}/10 marks</b>: mean IoU <b>{mean:.4f}</b> over
 {len(records)} images</p>
+{f'<p class="sure">{escape(result["how_sure"]["words"])}</p>' if "how_sure" in result else ""}
 {model_words}<p class="meta">Model {escape(shown_path(model_path))} (SHA-256 {digest}...), graded
 {time.strftime("%Y-%m-%d %H:%M")} with Python {escape(env["python"])}, torch {escape(env["torch"])};
 data {escape(shown_path(result["images_dir"]))}.</p>
