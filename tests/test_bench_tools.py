@@ -302,3 +302,27 @@ def test_a_setting_without_a_value_is_a_usage_error_before_any_data_is_read(tmp_
         validate.main()
     assert stop.value.code == 2
     assert "expected KEY=VALUE, got 'steps'" in capsys.readouterr().err
+
+
+def _bird_run(pairs, seed, iou, **options):
+    """A bench/birds.py record with the figures birds_summary reads."""
+    return {"class": "cub.bird", "options": {"seed": seed, **options}, "train_pairs": pairs,
+            "steps": 3000, "train_minutes": 40.0,
+            "test": {"iou": iou, "missed_share": 0.1, "painted_share": 0.05,
+                     "smaller_half_iou": iou - 0.02, "larger_half_iou": iou + 0.02}}
+
+
+def test_birds_summary_pools_seeds_and_reads_the_curve_per_doubling(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import birds_summary
+    runs = [_bird_run(150, 0, 0.86), _bird_run(150, 1, 0.88), _bird_run(300, 0, 0.89),
+            _bird_run(300, 1, 0.89), _bird_run(600, 0, 0.90), _bird_run(600, 1, 0.92),
+            _bird_run(600, 0, 0.95, min_crop_area=0.2)]
+    text = birds_summary.table(runs)
+    assert "| defaults | 600 | 3,000 | 0, 1 | 0.9100 | 0.9000 | 0.0200 | 10 |" in text
+    assert "| min_crop_area=0.2 | 600 | 3,000 | 0 | 0.9500 |" in text
+    fit = birds_summary.curve(runs, 2400)["fit"]  # means 0.87, 0.89, 0.91: +0.02 a doubling
+    assert fit["per_doubling"] == pytest.approx(0.02)
+    assert fit["predicted"] == pytest.approx(0.95)  # two doublings past 600
+    birds_summary.figure(tmp_path / "curve.png", birds_summary.curve(runs, 2400), "cub.bird")
+    assert (tmp_path / "curve.png").stat().st_size > 0
