@@ -7,11 +7,12 @@ the same class of the test split the grader's way.
 The training folder is a tree of links to the class's pairs (never a copy of the photos); with
 --pairs N it holds N of them, evenly spaced in name order (the same subset every time).
 train_model runs with its defaults overridden by --set and saves `<out>/models/NAME.pth` with
-its training record beside it, as a student's run does. The test photos of the class are graded
-as the course's grader does (predict > 0.5 against gt > 127, IoU per image, averaged), with the
-share of the bird missed and of the background painted, and the IoU of the smaller and the
-larger half of the birds. The machine's speed is timed first with benchmark.py's yardstick.
-Writes `<out>/NAME.json` (the per-image IoUs included); bench/seeds.py pools the records.
+its training record beside it, as a student's run does, and its per-pass history
+(NAME.history.json, for curves). The test photos of the class are graded as the course's grader
+does (predict > 0.5 against gt > 127, IoU per image, averaged), with the share of the bird
+missed and of the background painted, and the IoU of the smaller and the larger half of the
+birds. The machine's speed is timed first with benchmark.py's yardstick. Writes
+`<out>/NAME.json` (the per-image IoUs included); bench/birds_summary.py pools the records.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         root = linked_pairs(data / "train", train, Path(folder) / "train")
         start = time.time()
-        model = seg.train_model(root, out_path=checkpoint, **dict(args.set))
+        model = seg.train_model(root, out_path=checkpoint, **dict(args.set),
+                                history_path=checkpoint.with_suffix(".history.json"))
         minutes = (time.time() - start) / 60
     record = json.loads(seg.record_path(checkpoint).read_text())
     result = {"name": args.name, "class": args.cls, "options": dict(args.set),
