@@ -5,9 +5,11 @@
     python experiments/compare.py --quick              # a smoke run of a few seconds
 
 The two scratch models (get_scratch_model with skips off and on: the same layers
-and feature maps but for the skips) train on one class with the same seed, schedule and
-wall-clock budget; the shipped checkpoint (trained on the whole training split) is graded too.
-Everything is graded as the course does, on that class's test images.
+and feature maps but for the skips) train on one class (or `--pairs N` of it: a small sample)
+with the same seed, schedule and wall-clock budget; `--pretrained` trains the submitted model
+(ImageNet encoder) on the same sample for the same budget too; a trained checkpoint
+(`--checkpoint`, named `--label`) is graded as it is. Everything is graded as the course does,
+on that class's test images.
 
 Writes to --out: results.json, results.md, comparison.png, curves.png.
 """
@@ -19,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import matplotlib
 matplotlib.use("Agg")
@@ -168,78 +170,109 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "public_data"))
     parser.add_argument("--class", dest="cls", default="weizmann.horse")
+    parser.add_argument("--pairs", type=int, default=None, metavar="N",
+                        help="a small sample: N of the class's training pairs, evenly spaced "
+                             "(default: all); 15%% of them are held out for the curves")
     parser.add_argument("--budget", type=float, default=420, help="seconds of training per model")
     parser.add_argument("--image-size", type=int, default=128, help="scratch models' input size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrained", action="store_true",
+                        help="also train the pretrained MobileNetV2 U-Net on the same sample for "
+                             "the same budget (needs the ImageNet weights)")
     parser.add_argument("--checkpoint", default=str(ROOT / "segmentation_model.pth"),
-                        help="the pretrained U-Net (skipped if absent)")
+                        help="a trained pretrained U-Net, graded as it is (skipped if absent)")
+    parser.add_argument("--label", default="pretrained U-Net",
+                        help="its name in the table and the figures")
     parser.add_argument("--history",
                         default=str(ROOT / "bench" / "results" / "seed0" / "history.json"),
                         help="its training history, for the curves (skipped if absent)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def read_sample(data: Path, cls: str, pairs: Optional[int], image_size: int):
+    """The class's training pairs (or `pairs` of them, evenly spaced) at `image_size`: (train,
+    val), the last 15% held out as the validation block of the curves."""
+    found = [p for p in seg.find_pairs(data / "train") if p[2] == cls]
+    if pairs:
+        found = [found[(i * len(found)) // pairs] for i in range(min(pairs, len(found)))]
+    decoded = seg.SegmentationData(None, image_size, found)
+    train_indices, val_indices = seg.split_indices(found, 0.15)
+    return decoded.subset(train_indices), decoded.subset(val_indices) if val_indices else None
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
     if args.quick:
         args.budget, args.image_size = 3, 32
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     classes = [args.cls]
-
-    pairs = [p for p in seg.find_pairs(data / "train") if p[2] == args.cls]
-    if not pairs:
-        parser.error(f"no training images of class {args.cls!r} in {data / 'train'}")
-    decoded = seg.SegmentationData(None, args.image_size, pairs)
-    train_indices, val_indices = seg.split_indices(pairs, 0.15)
-    train = decoded.subset(train_indices)
-    val = decoded.subset(val_indices) if val_indices else None
-    print(f"{args.cls}: {len(train)} training, {len(val_indices)} validation images; "
+    if not any(p[2] == args.cls for p in seg.find_pairs(data / "train")):
+        get_args_parser().error(f"no training images of class {args.cls!r} in {data / 'train'}")
+    train, val = read_sample(data, args.cls, args.pairs, args.image_size)
+    print(f"{args.cls}: {len(train)} training, {len(val) if val else 0} validation images; "
           f"{args.budget:.0f}s per model at {args.image_size}px, {torch.get_num_threads()} threads")
-
     rows, histories, scores, masks_dirs = {}, {}, {}, {}
+
+    def add(name: str, model, image_size: int, **facts) -> None:
+        """Grade `model` on the class's test photos and keep its row, scores and masks."""
+        masks_dirs[name] = out / "masks" / name
+        result = grade(model, data, classes, image_size, masks_dirs[name])
+        scores[name] = result.pop("records")
+        rows[name] = {**result, "parameters": sum(p.numel() for p in model.parameters()), **facts}
+        print(f"   {name}: IoU {result['iou']:.4f}")
+
     for name, skips in (("encoder-decoder", False), ("U-Net", True)):
         print(f"-- {name}")
         start = time.time()
         model, histories[name] = train_scratch(skips, train, val, args.budget, args.seed,
                                                verbose=not args.quick)
-        minutes = (time.time() - start) / 60
-        masks_dirs[name] = out / "masks" / name
-        result = grade(model, data, classes, args.image_size, masks_dirs[name])
-        scores[name] = result.pop("records")
-        rows[name] = {**result, "parameters": sum(p.numel() for p in model.parameters()),
-                      "train_minutes": minutes, "epochs": len(histories[name])}
-        print(f"   IoU {result['iou']:.4f} after {len(histories[name])} epochs")
-
+        add(name, model, args.image_size, train_minutes=(time.time() - start) / 60,
+            epochs=len(histories[name]))
+    if args.pretrained:
+        name = "pretrained U-Net, same sample and budget"
+        print(f"-- {name}")
+        start = time.time()
+        model, histories[name] = train_pretrained(data, args, verbose=not args.quick)
+        add(name, model, seg.IMAGE_SIZE, train_minutes=(time.time() - start) / 60,
+            epochs=len(histories[name]))
     if Path(args.checkpoint).exists():
         model = load_model(args.checkpoint)
-        name = "pretrained U-Net"
-        masks_dirs[name] = out / "masks" / name
-        result = grade(model, data, classes, seg.IMAGE_SIZE, masks_dirs[name])
-        scores[name] = result.pop("records")
-        whole = evaluate(lambda p: seg.predict(model, p), data)["mean_iou"]
-        rows[name] = {**result, "parameters": sum(p.numel() for p in model.parameters()),
-                      "whole_test_split_iou": whole}
+        add(args.label, model, seg.IMAGE_SIZE)
         if Path(args.history).exists():
-            histories[name + " (whole train split)"] = json.loads(Path(args.history).read_text())
+            histories[args.label] = json.loads(Path(args.history).read_text())
     rows.update(baselines(data, classes))
-
-    (out / "results.json").write_text(json.dumps({"class": args.cls, "budget_s": args.budget,
+    sample = f"{len(train) + (len(val) if val else 0)} training pairs" if args.pairs else "all pairs"
+    (out / "results.json").write_text(json.dumps({"class": args.cls, "sample": sample,
+                                                  "budget_s": args.budget,
                                                   "image_size": args.image_size, "rows": rows,
                                                   "histories": histories}, indent=1))
     table = markdown(rows)
-    if "pretrained U-Net" in rows:
-        table += (f"\nThe pretrained U-Net on the whole test split: mean IoU "
-                  f"{rows['pretrained U-Net']['whole_test_split_iou']:.4f}.\n")
-    (out / "results.md").write_text(f"Class `{args.cls}`, {args.budget:.0f}s per scratch model.\n\n"
-                                    + table)
+    (out / "results.md").write_text(f"Class `{args.cls}` ({sample}), {args.budget:.0f}s per "
+                                    f"model trained here.\n\n" + table)
     comparison_figure(out / "comparison.png", data, masks_dirs, scores)
     curves_figure(out / "curves.png", histories)
     print(table)
     print(f"written to {out}")
     return 0
+
+
+def train_pretrained(data: Path, args, verbose: bool):
+    """The submitted model (ImageNet encoder) trained on the same sample for the same budget,
+    at its own image size; returns (model, history)."""
+    train, val = read_sample(data, args.cls, args.pairs, seg.IMAGE_SIZE)
+    torch.manual_seed(args.seed)
+    model = seg.get_model()
+    seg.load_encoder_weights(model.encoder)
+    history = seg.fit(model, train, val, seg.Config(minutes=args.budget / 60, seed=args.seed),
+                      device="cpu", verbose=verbose)
+    return model, history
 
 
 if __name__ == "__main__":

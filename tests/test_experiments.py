@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import ROOT, make_dataset
+from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
 
 sys.path.insert(0, str(ROOT / "experiments"))
 import compare  # noqa: E402
@@ -29,3 +29,20 @@ def test_quick_comparison_writes_table_and_figures(tmp_path):
     assert rows["U-Net"]["parameters"] > rows["encoder-decoder"]["parameters"]
     for name in ("comparison.png", "curves.png", "results.md"):
         assert (out / name).stat().st_size > 0
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_a_small_sample_with_the_pretrained_model_trained_on_it_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGMENTATION_ENCODER_WEIGHTS", str(SHARED_WEIGHTS))
+    data = tmp_path / "data"
+    make_dataset(data / "train", classes=("bird",), per_class=12, seed=0)
+    make_dataset(data / "test", classes=("bird",), per_class=3, seed=1)
+    out = tmp_path / "out"
+    assert compare.main(["--quick", "--data", str(data), "--class", "bird", "--pairs", "8",
+                         "--pretrained", "--out", str(out),
+                         "--checkpoint", str(tmp_path / "absent.pth")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["sample"] == "8 training pairs"
+    pretrained = results["rows"]["pretrained U-Net, same sample and budget"]
+    assert pretrained["parameters"] > results["rows"]["U-Net"]["parameters"]
+    assert results["histories"]["pretrained U-Net, same sample and budget"]
