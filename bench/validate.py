@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import tempfile
 import time
@@ -76,11 +75,9 @@ def main() -> int:
             where = {"val_fraction": args.val_fraction}
             pairs = len(train_indices)
         start = time.time()
-        batch_size = options.get("batch_size", seg.Config.batch_size)
-        if options.get("epochs"):  # the length train_model will run: the averages' windows
-            steps = options["epochs"] * math.ceil(pairs / batch_size)
-        else:
-            steps = options.get("steps") or seg.default_steps(pairs, batch_size)[0]
+        # The length train_model will run (None: the clock's): the averages' windows.
+        recipe = {k: v for k, v in options.items() if k in seg.Config.__dataclass_fields__}
+        steps = seg.total_steps(seg.Config(**recipe), pairs)[0] or 0
         averages = WeightAverages(args.ema, args.swa, steps)
         real_step, seg.train_step = seg.train_step, averages.wrap(seg.train_step)  # fit() looks
         history_path = out / f"{args.name}.history.json"
