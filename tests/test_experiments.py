@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
 
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -32,6 +34,7 @@ def test_quick_comparison_writes_table_and_figures(tmp_path):
 
 
 @needs_shared(SHARED_WEIGHTS)
+@pytest.mark.slow
 def test_a_small_sample_with_the_pretrained_model_trained_on_it_too(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGMENTATION_ENCODER_WEIGHTS", str(SHARED_WEIGHTS))
     data = tmp_path / "data"
