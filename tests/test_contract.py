@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 
 import segmentation
-from conftest import CHECKPOINT, ROOT, SHARED_DATA, needs_shared, synthetic_pair
+from conftest import CHECKPOINT, synthetic_pair
 from segmentation import DataError, get_model, predict
 
 
