@@ -64,8 +64,7 @@ def how_sure(ious: Sequence[float], resamples: int = 10_000, seed: int = 0) -> D
     means = np.concatenate([ious[rng.integers(0, len(ious), (min(1000, resamples - start),
                                                               len(ious)))].mean(1)
                             for start in range(0, resamples, 1000)])  # 1,000 rows at a time
-    thresholds = np.array([threshold for threshold, _ in MARKS])  # descending
-    bands = np.array([mark for _, mark in MARKS] + [0])[(means[:, None] < thresholds).sum(1)]
+    bands = np.array([marks_for(mean) for mean in means])
     low, high = np.percentile(means, [2.5, 97.5])
     return {"resamples": resamples, "low": float(low), "high": float(high),
             "chances": {int(m): float((bands == m).mean()) for m in sorted(set(bands), reverse=True)}}

@@ -199,6 +199,8 @@ def read_sample(data: Path, cls: str, pairs: Optional[int], image_size: int):
     """The class's training pairs (or `pairs` of them, evenly spaced) at `image_size`: (train,
     val), the last 15% held out as the validation block of the curves."""
     found = [p for p in seg.find_pairs(data / "train") if p[2] == cls]
+    if not found:
+        raise seg.DataError(f"no training images of class {cls!r} in {data / 'train'}")
     if pairs:
         found = [found[(i * len(found)) // pairs] for i in range(min(pairs, len(found)))]
     decoded = seg.SegmentationData(None, image_size, found)
@@ -213,9 +215,10 @@ def main(argv=None) -> int:
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     classes = [args.cls]
-    if not any(p[2] == args.cls for p in seg.find_pairs(data / "train")):
-        get_args_parser().error(f"no training images of class {args.cls!r} in {data / 'train'}")
-    train, val = read_sample(data, args.cls, args.pairs, args.image_size)
+    try:
+        train, val = read_sample(data, args.cls, args.pairs, args.image_size)
+    except seg.DataError as error:
+        get_args_parser().error(str(error))
     print(f"{args.cls}: {len(train)} training, {len(val) if val else 0} validation images; "
           f"{args.budget:.0f}s per model at {args.image_size}px, {torch.get_num_threads()} threads")
     rows, histories, scores, masks_dirs = {}, {}, {}, {}
