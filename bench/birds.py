@@ -32,11 +32,16 @@ from bench.benchmark import parse_setting, reference_step_ms  # noqa: E402
 from bench.validate import evenly_per_class, linked_pairs  # noqa: E402
 
 
-def grade(model, pairs: list) -> dict:
-    """The grader's mean IoU over `pairs`, with per-image figures and what the errors are."""
+def grade(model, pairs: list, image_size: int = seg.IMAGE_SIZE) -> dict:
+    """The grader's mean IoU over `pairs`, with per-image figures and what the errors are.
+
+    `image_size` is the photo size predict squashes to: a run trained at another size is
+    graded at its own (a recipe that adopted it would change `IMAGE_SIZE`, the grader's default).
+    """
     images, missed, painted, bird, background = [], 0, 0, 0, 0
     for image_path, mask_path, _ in pairs:
-        pred, truth = seg.predict(model, image_path) > 0.5, seg.read_mask(mask_path)
+        pred = seg.predict(model, image_path, image_size=image_size) > 0.5
+        truth = seg.read_mask(mask_path)
         missed += int((truth & ~pred).sum())
         painted += int((pred & ~truth).sum())
         bird += int(truth.sum())
@@ -82,10 +87,12 @@ def main() -> int:
                                 history_path=checkpoint.with_suffix(".history.json"))
         minutes = (time.time() - start) / 60
     record = json.loads(seg.record_path(checkpoint).read_text())
+    predict_size = dict(args.set).get("image_size", seg.IMAGE_SIZE)
     result = {"name": args.name, "class": args.cls, "options": dict(args.set),
               "train_pairs": len(train), "steps": record["steps"], "train_minutes": minutes,
               "yardstick_step_ms": yardstick, "torch": record["torch"],
-              "device": record["device"], "test": grade(model, test)}
+              "device": record["device"],
+              "predict_size": predict_size, "test": grade(model, test, predict_size)}
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     summary = {k: v for k, v in result["test"].items() if k != "per_image"}
     print(json.dumps({**result, "test": summary}, indent=1))
