@@ -66,7 +66,12 @@ def curve(records: List[dict], extrapolate: int) -> dict:
         fit = {"per_doubling": float(slope), "at": extrapolate,
                "predicted": float(intercept + slope * np.log2(extrapolate)),
                "residual_sd": float(residual.std(ddof=2)) if len(runs) > 2 else None,
-               "intercept": float(intercept)}
+               "intercept": float(intercept), "standard_error": None}
+        if len(runs) > 3:  # the line's own uncertainty where it is read (np.polyfit's cov)
+            _, cov = np.polyfit(np.log2(pairs), ious, 1, cov=True)
+            at = np.array([np.log2(extrapolate), 1.0])
+            fit["standard_error"] = float(np.sqrt(at @ cov @ at))
+            fit["cov"] = cov.tolist()
     return {"runs": runs, "fit": fit}
 
 
@@ -84,8 +89,14 @@ def figure(path: Path, result: dict, class_name: str) -> None:
     fit = result["fit"]
     if fit:
         xs = np.geomspace(min(sizes), fit["at"], 50)
-        ax.plot(xs, fit["intercept"] + fit["per_doubling"] * np.log2(xs), color="#d55e00",
+        line = fit["intercept"] + fit["per_doubling"] * np.log2(xs)
+        ax.plot(xs, line, color="#d55e00",
                 linestyle="--", label=f"log-linear fit: {fit['per_doubling']:+.3f} a doubling")
+        if "cov" in fit:
+            at = np.stack([np.log2(xs), np.ones_like(xs)], axis=1)
+            band = 2 * np.sqrt(np.einsum("ni,ij,nj->n", at, np.array(fit["cov"]), at))
+            ax.fill_between(xs, line - band, line + band, color="#d55e00", alpha=0.12,
+                            linewidth=0, label="the line ± 2 standard errors")
         ax.annotate(f"{fit['at']:,} pairs: {fit['predicted']:.3f}\n(an optimistic reading)",
                     (fit["at"], fit["predicted"]), textcoords="offset points", xytext=(-120, -30),
                     fontsize=8, arrowprops=dict(arrowstyle="->", color="#d55e00"))
@@ -120,7 +131,9 @@ def main() -> int:
         fit = result["fit"]
         text += (f"\nThe default's runs, IoU = a + b log2(pairs): {fit['per_doubling']:+.4f} a "
                  f"doubling; read at {fit['at']:,} pairs: {fit['predicted']:.3f}"
-                 + (f" (residual sd {fit['residual_sd']:.4f})" if fit["residual_sd"] else "")
+                 + (f" ± {fit['standard_error']:.3f} (one standard error of the line there)"
+                    if fit["standard_error"] else "")
+                 + (f"; residual sd {fit['residual_sd']:.4f}" if fit["residual_sd"] else "")
                  + ".\n")
     print(text)
     if args.write:
