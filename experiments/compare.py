@@ -106,20 +106,26 @@ def baselines(data: Path, classes) -> dict:
     return rows
 
 
-def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_rows: int = 6):
-    """Rows of test images (best, typical, worst by the U-Net's IoU) x models, as overlays."""
+def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_rows: int = 6,
+                      photos: bool = True):
+    """Rows of test images (best, typical, worst by the U-Net's IoU) x models, as overlays.
+
+    Without `photos` the masks are painted on flat grey and the photo column is left out: no
+    pixel of a photo is in the picture (for data whose terms forbid copying the photos).
+    """
     images_dir, gt_dir = find_test_folders(data)
     order = sorted(scores["U-Net"], key=lambda r: -r["iou"])
     picks = [order[0], order[1], order[len(order) // 2], order[len(order) // 2 + 1],
              order[-2], order[-1]] if len(order) >= n_rows else order
-    columns = ["image", "ground truth", *masks_dirs]
+    columns = ["image"] * photos + ["ground truth", *masks_dirs]
     fig, axes = plt.subplots(len(picks), len(columns), figsize=(2.6 * len(columns), 2.2 * len(picks)),
                              squeeze=False)
     for row, record in enumerate(picks):
         key = record["image"]
-        image = seg.read_image(next(images_dir.glob(key + ".*")))
         truth = seg.read_mask(gt_dir / (key + ".png"))
-        tiles = [(image, ""), (paint(image, truth), "")]
+        image = (seg.read_image(next(images_dir.glob(key + ".*"))) if photos
+                 else np.full((*truth.shape, 3), 128, np.uint8))
+        tiles = [(image, "")] * photos + [(paint(image, truth), "")]
         for name, folder in masks_dirs.items():
             iou = next(r["iou"] for r in scores[name] if r["image"] == key)
             tiles.append((paint(image, seg.read_mask(folder / (key + ".png")), truth),
@@ -191,6 +197,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         default=str(ROOT / "bench" / "results" / "seed0" / "history.json"),
                         help="its training history, for the curves (skipped if absent)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    parser.add_argument("--no-photos", dest="photos", action="store_false",
+                        help="draw the masks on grey without the photos (for data whose terms "
+                             "forbid copying them, such as the CUB birds)")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     return parser
 
@@ -259,7 +268,7 @@ def main(argv=None) -> int:
     table = markdown(rows)
     (out / "results.md").write_text(f"Class `{args.cls}` ({sample}), {args.budget:.0f}s per "
                                     f"model trained here.\n\n" + table)
-    comparison_figure(out / "comparison.png", data, masks_dirs, scores)
+    comparison_figure(out / "comparison.png", data, masks_dirs, scores, photos=args.photos)
     curves_figure(out / "curves.png", histories)
     print(table)
     print(f"written to {out}")

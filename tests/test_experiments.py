@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
 
@@ -49,3 +51,23 @@ def test_a_small_sample_with_the_pretrained_model_trained_on_it_too(tmp_path, mo
     pretrained = results["rows"]["pretrained U-Net, same sample and budget"]
     assert pretrained["parameters"] > results["rows"]["U-Net"]["parameters"]
     assert results["histories"]["pretrained U-Net, same sample and budget"]
+
+
+def test_the_comparison_without_photos_holds_no_pixel_of_them(tmp_path):
+    # Two data sets with the same masks and different photos: without photos the pictures are
+    # the same, with them they differ (so the test can fail).
+    first = make_dataset(tmp_path / "a" / "test", classes=("bird",), per_class=6, seed=1)
+    second = make_dataset(tmp_path / "b" / "test", classes=("bird",), per_class=6, seed=1)
+    for photo in sorted((second / "images" / "bird").glob("*.jpg")):
+        Image.fromarray(255 - np.array(Image.open(photo))).save(photo, quality=95)
+    masks = {"U-Net": first / "gt"}  # a model that drew the ground truth
+    scores = {"U-Net": [{"image": f"bird/{i:03d}", "iou": 1 - i / 10} for i in range(6)]}
+
+    def picture(data, photos: bool) -> np.ndarray:
+        path = tmp_path / f"{data.parent.name}-{photos}.png"
+        compare.comparison_figure(path, data.parent, masks, scores, photos=photos)
+        return np.array(Image.open(path).convert("RGB"))
+
+    assert np.array_equal(picture(first, False), picture(second, False))
+    assert not np.array_equal(picture(first, True), picture(second, True))
+    assert picture(first, False).shape[1] < picture(first, True).shape[1]  # no photo column
