@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -135,7 +136,7 @@ def comparison_figure(path: Path, data: Path, masks_dirs: dict, scores: dict, n_
             ax.imshow(shown)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(columns[col], fontsize=10)
+                ax.set_title(textwrap.fill(columns[col], 24), fontsize=10)
             if label:
                 ax.text(0.02, 0.98, label, transform=ax.transAxes, va="top", fontsize=9,
                         color="white", bbox=dict(facecolor="black", alpha=0.6, pad=1.5))
