@@ -79,16 +79,16 @@ def main() -> int:
         train = evenly_per_class(train, args.pairs)
     yardstick = reference_step_ms()
     print(f"yardstick step: {yardstick:.0f} ms", flush=True)
-    checkpoint = out / "models" / f"{args.name}.pth"
+    checkpoint, options = out / "models" / f"{args.name}.pth", dict(args.set)
     with tempfile.TemporaryDirectory() as folder:
         root = linked_pairs(data / "train", train, Path(folder) / "train")
         start = time.time()
-        model = seg.train_model(root, out_path=checkpoint, **dict(args.set),
+        model = seg.train_model(root, out_path=checkpoint, **options,
                                 history_path=checkpoint.with_suffix(".history.json"))
         minutes = (time.time() - start) / 60
     record = json.loads(seg.record_path(checkpoint).read_text())
-    predict_size = dict(args.set).get("image_size", seg.IMAGE_SIZE)
-    result = {"name": args.name, "class": args.cls, "options": dict(args.set),
+    predict_size = options.get("image_size", seg.IMAGE_SIZE)
+    result = {"name": args.name, "class": args.cls, "options": options,
               "train_pairs": len(train), "steps": record["steps"], "train_minutes": minutes,
               "yardstick_step_ms": yardstick, "torch": record["torch"],
               "device": record["device"],

@@ -66,13 +66,17 @@ def curve(records: List[dict], extrapolate: int) -> dict:
         fit = {"per_doubling": float(slope), "at": extrapolate,
                "predicted": float(intercept + slope * np.log2(extrapolate)),
                "residual_sd": float(residual.std(ddof=2)) if len(runs) > 2 else None,
-               "intercept": float(intercept), "standard_error": None}
-        if len(runs) > 3:  # the line's own uncertainty where it is read (np.polyfit's cov)
-            _, cov = np.polyfit(np.log2(pairs), ious, 1, cov=True)
-            at = np.array([np.log2(extrapolate), 1.0])
-            fit["standard_error"] = float(np.sqrt(at @ cov @ at))
-            fit["cov"] = cov.tolist()
+               "intercept": float(intercept), "cov": None, "standard_error": None}
+        if len(runs) > 3:  # the line's own uncertainty (np.polyfit's cov needs 4 points)
+            fit["cov"] = np.polyfit(np.log2(pairs), ious, 1, cov=True)[1].tolist()
+            fit["standard_error"] = float(line_error(fit, np.array([extrapolate]))[0])
     return {"runs": runs, "fit": fit}
+
+
+def line_error(fit: dict, pairs: np.ndarray) -> np.ndarray:
+    """One standard error of the fitted line at each of `pairs`, from its coefficients' cov."""
+    at = np.stack([np.log2(pairs), np.ones(len(pairs))], axis=1)
+    return np.sqrt(np.einsum("ni,ij,nj->n", at, np.array(fit["cov"]), at))
 
 
 def figure(path: Path, result: dict, class_name: str) -> None:
@@ -92,9 +96,8 @@ def figure(path: Path, result: dict, class_name: str) -> None:
         line = fit["intercept"] + fit["per_doubling"] * np.log2(xs)
         ax.plot(xs, line, color="#d55e00",
                 linestyle="--", label=f"log-linear fit: {fit['per_doubling']:+.3f} a doubling")
-        if "cov" in fit:
-            at = np.stack([np.log2(xs), np.ones_like(xs)], axis=1)
-            band = 2 * np.sqrt(np.einsum("ni,ij,nj->n", at, np.array(fit["cov"]), at))
+        if fit["cov"]:
+            band = 2 * line_error(fit, xs)
             ax.fill_between(xs, line - band, line + band, color="#d55e00", alpha=0.12,
                             linewidth=0, label="the line ± 2 standard errors")
         ax.annotate(f"{fit['at']:,} pairs: {fit['predicted']:.3f}\n(an optimistic reading)",

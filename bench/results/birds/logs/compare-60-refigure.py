@@ -6,8 +6,6 @@ from run_tests import find_test_folders
 data = Path('../shared/data/public_data'); out = Path('experiments/results/birds-60')
 _, gt = find_test_folders(data)
 masks, scores = {}, {}
-for folder in sorted((out / 'masks').iterdir()):
-    pass
 names = ["encoder-decoder", "U-Net", "pretrained U-Net, same sample and budget", "the bird-only default (600 pairs, seed 2)"]
 for name in names:
     masks[name] = out / 'masks' / name

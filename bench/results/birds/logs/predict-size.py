@@ -15,4 +15,4 @@ for name in ['D0-default-600pairs-seed0', 'D1-default-600pairs-seed1', 'D2-defau
         g = grade(model, test, size)
         out.setdefault(name, {})[size] = {k: v for k, v in g.items() if k != 'per_image'}
         print(name, size, round(g['iou'], 4), round(g['smaller_half_iou'], 4), round(g['larger_half_iou'], 4), round(time.time() - t), flush=True)
-json.dump(out, open('/tmp/psize.json', 'w'), indent=1)
+json.dump(out, open('bench/results/birds/predict-size.json', 'w'), indent=1)
