@@ -120,6 +120,21 @@ def figure(path: Path, result: dict, class_name: str) -> None:
     plt.close(fig)
 
 
+def read_runs(paths: List[Path]) -> List[dict]:
+    """The run records among `paths`; other JSON beside them (predict-size.json) is named and
+    skipped, so that `bench/results/birds/*.json` can be passed as it is."""
+    records = []
+    for path in paths:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and {"options", "train_pairs", "test"} <= record.keys():
+            records.append(record)
+        else:
+            print(f"skipping {path}: not a bench/birds.py run record", file=sys.stderr)
+    if not records:
+        raise SystemExit("none of the files given is a bench/birds.py run record")
+    return records
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("records", nargs="+", type=Path)
@@ -127,7 +142,7 @@ def main() -> int:
     parser.add_argument("--extrapolate", type=int, default=8382)
     parser.add_argument("--write", action="store_true", help="also write summary.md beside them")
     args = parser.parse_args()
-    records = [json.loads(p.read_text()) for p in args.records]
+    records = read_runs(args.records)
     text = table(records)
     result = curve(records, args.extrapolate)
     if result["fit"]:

@@ -326,3 +326,16 @@ def test_birds_summary_pools_seeds_and_reads_the_curve_per_doubling(tmp_path):
     assert fit["predicted"] == pytest.approx(0.95)  # two doublings past 600
     birds_summary.figure(tmp_path / "curve.png", birds_summary.curve(runs, 2400), "cub.bird")
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_birds_summary_skips_what_is_not_a_run_record(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import birds_summary
+    (tmp_path / "D0.json").write_text(json.dumps(_bird_run(600, 0, 0.9)))
+    (tmp_path / "predict-size.json").write_text(json.dumps({"256": [0.89]}))
+    records = birds_summary.read_runs(sorted(tmp_path.glob("*.json")))
+    assert [r["train_pairs"] for r in records] == [600]
+    assert f"skipping {tmp_path / 'predict-size.json'}" in capsys.readouterr().err
+    (tmp_path / "D0.json").unlink()
+    with pytest.raises(SystemExit, match="none of the files"):
+        birds_summary.read_runs([tmp_path / "predict-size.json"])
