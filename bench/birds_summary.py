@@ -61,14 +61,16 @@ def curve(records: List[dict], extrapolate: int) -> dict:
     ious = np.array([i for _, i in runs])
     fit = None
     if len(set(pairs)) >= 2:
-        slope, intercept = np.polyfit(np.log2(pairs), ious, 1)
+        # The line's own uncertainty, from 4 runs on (3 leave it one residual degree of freedom).
+        (slope, intercept), cov = (np.polyfit(np.log2(pairs), ious, 1, cov=True) if len(runs) > 3
+                                   else (np.polyfit(np.log2(pairs), ious, 1), None))
         residual = ious - (intercept + slope * np.log2(pairs))
         fit = {"per_doubling": float(slope), "at": extrapolate,
                "predicted": float(intercept + slope * np.log2(extrapolate)),
                "residual_sd": float(residual.std(ddof=2)) if len(runs) > 2 else None,
-               "intercept": float(intercept), "cov": None, "standard_error": None}
-        if len(runs) > 3:  # the line's own uncertainty (np.polyfit's cov needs 4 points)
-            fit["cov"] = np.polyfit(np.log2(pairs), ious, 1, cov=True)[1].tolist()
+               "intercept": float(intercept), "cov": None if cov is None else cov.tolist(),
+               "standard_error": None}
+        if cov is not None:
             fit["standard_error"] = float(line_error(fit, np.array([extrapolate]))[0])
     return {"runs": runs, "fit": fit}
 
