@@ -72,8 +72,8 @@ WHOLE, FRACTION = "a whole number >= 1", "a fraction in [0, 1)"
 class Config:
     """The recipe and its defaults: train_model's keywords and the train command's flags
     (--batch-size for batch_size) override them, checked against their allowed values, and
-    the training record keeps them. The shipped checkpoint is these defaults' seed 0 on 4,372
-    pairs (3,973 steps; its record names SCHEDULE's floor of then, 2,000, which did not bind)."""
+    the training record keeps them. The shipped checkpoint is these defaults' seed 0 on 4,972
+    pairs (4,510 steps)."""
     # The length: one of these, or none (SCHEDULE then picks the steps for the data's size).
     steps: Optional[int] = option(None, int, lambda v: v >= 1, WHOLE,
                                   "this many optimisation steps whatever the data's size")

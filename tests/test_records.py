@@ -215,16 +215,17 @@ def test_the_shipped_checkpoint_is_the_reference_model_with_its_record():
     record, where, notes = records.find_record(CHECKPOINT)
     assert where == ROOT / "segmentation_model.json" and notes == []
     assert record["reference"] is True and "not on the course's" in record["note"]
-    # Today's default recipe, and the length today's rule gives for its data: its command,
-    # run again, trains it again (a rule since changed where it did not bind, as the floor
-    # raised on 2026-12-06, is recorded as it was).
+    # Today's default recipe and length rule, and the length that rule gives for its data: its
+    # command, run again, trains it again.
     recipe = {k: v for k, v in record["recipe"].items() if k != "schedule"}
     today = asdict(segmentation.Config())
     assert {k: v for k, v in recipe.items() if k in today} == {k: today[k] for k in recipe
                                                                if k in today}
-    assert {k: v for k, v in recipe.items() if k not in today} == RETIRED  # since removed, off
-    assert record["seed"] == 0 and ("schedule" in record["recipe"]) == (recipe["steps"] is None)
-    assert record["trained_on"]["pairs"] == 4372 and len(record["trained_on"]["classes"]) == 75
+    retired = {k: v for k, v in recipe.items() if k not in today}  # options since removed: off
+    assert retired.items() <= RETIRED.items()
+    assert record["seed"] == 0 and record["recipe"]["schedule"] == segmentation.SCHEDULE
+    assert record["trained_on"]["pairs"] == 4972 and len(record["trained_on"]["classes"]) == 76
+    assert record["trained_on"]["classes"]["cub.bird"] == 600  # the course's kind, 2026-12-06
     assert record["steps"] == segmentation.default_steps(record["trained_on"]["pairs"])[0]
     model = records.describe_model(CHECKPOINT, ROOT / "examples")
     assert model["reference"] and "the package's reference model" in model["lines"][0]

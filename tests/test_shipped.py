@@ -18,11 +18,11 @@ def test_shipped_checkpoint_on_the_shared_test_split(capsys):
     printed = capsys.readouterr().out
     mean_iou = float(re.search(r"^mean IoU (\d\.\d+)$", printed, re.M).group(1))
     marks = int(re.search(r"^marks (\d+)/10$", printed, re.M).group(1))
-    # The package's promise on this split since it grew on 2026-11-30 (two thirds of it DUTS
-    # salient objects): 7 marks or more. The default recipe (the schedule rule since
-    # 2026-12-03) scored 0.7472-0.7507 there over seeds 0-2, the fixed 1,992 steps before
-    # it 0.7286-0.7388 (bench/results/schedule-4372/, scale-4372/); 8 marks on 243 images before.
-    assert mean_iou >= 0.70, printed
-    assert marks == run_tests.marks_for(mean_iou) >= 7
+    # The package's promise on this split (500 of its 893 images DUTS salient objects, 150 CUB-like
+    # birds since 2026-12-06): 8 marks. The reference model retrained on the 4,972 pairs that day
+    # scored 0.7748 (bench/results/reference-4972/); the one before it, trained without the
+    # birds, 0.7576, and its recipe spread 0.004 over seeds 0-2 (bench/results/schedule-4372/).
+    assert mean_iou >= 0.75, printed
+    assert marks == run_tests.marks_for(mean_iou) >= 8
     n_images = len(list((SHARED_DATA / "test" / "images").glob("*/*.jpg")))
     assert f"{n_images} images," in printed

@@ -223,11 +223,12 @@ def test_the_readme_states_the_shipped_schedule_and_its_lengths():
     rule = segmentation.SCHEDULE
     assert (f"{rule['passes']:g} passes over the training pairs, but at least "
             f"{rule['min_steps']:,} and at most {rule['max_steps']:,} steps") in text
-    examples = re.search(r"\((2,000 pairs: [^)]*)\)", text)
-    assert examples, "the README gives no lengths for 2,000, 4,372 and 9,000 pairs"
+    examples = re.search(r"\((600 pairs: [^)]*)\)", text)
+    assert examples, "the README gives no lengths for 600, 4,972 and 8,382 pairs"
     stated = dict(re.findall(r"([\d,]+)(?: pairs)?: ([\d,]+)", examples.group(1)))
+    # The bird-only folder, the whole stand-in and the course's split.
     assert stated == {f"{n:,}": f"{segmentation.default_steps(n)[0]:,}"
-                      for n in (2000, 4372, 9000)}
+                      for n in (600, 4972, 8382)}
 
 
 def test_train_model_says_which_length_the_schedule_chose_and_records_it(tmp_path, monkeypatch,
