@@ -61,10 +61,13 @@ def curve(records: List[dict], extrapolate: int) -> dict:
     ious = np.array([i for _, i in runs])
     fit = None
     if len(set(pairs)) >= 2:
+        doublings = np.log2(pairs)
         # The line's own uncertainty, from 4 runs on (3 leave it one residual degree of freedom).
-        (slope, intercept), cov = (np.polyfit(np.log2(pairs), ious, 1, cov=True) if len(runs) > 3
-                                   else (np.polyfit(np.log2(pairs), ious, 1), None))
-        residual = ious - (intercept + slope * np.log2(pairs))
+        if len(runs) > 3:
+            (slope, intercept), cov = np.polyfit(doublings, ious, 1, cov=True)
+        else:
+            (slope, intercept), cov = np.polyfit(doublings, ious, 1), None
+        residual = ious - (intercept + slope * doublings)
         fit = {"per_doubling": float(slope), "at": extrapolate,
                "predicted": float(intercept + slope * np.log2(extrapolate)),
                "residual_sd": float(residual.std(ddof=2)) if len(runs) > 2 else None,
