@@ -258,7 +258,7 @@ def markdown(record: dict) -> str:
 
 def parse_setting(item: str) -> tuple[str, object]:
     """'min_crop_area=0.5' -> ('min_crop_area', 0.5); a value that is not a Python literal
-    stays text, so 'loss=bce_lovasz' needs no quotes."""
+    stays text, so 'precision=bf16' needs no quotes."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:

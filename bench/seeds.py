@@ -30,9 +30,9 @@ from dataclasses import asdict  # noqa: E402
 
 from segmentation import SCHEDULE, Config, default_steps  # noqa: E402
 
-# Options that left the code (issue 45's redesign), at the values that switched them off: a record
-# made before it names them so, and means today's recipe by them.
-RETIRED = {"frozen_layers": 0, "early_crop_size": 0, "early_fraction": 0.5}
+# Options that left the code (issue 45's redesign; the loss choice, issue 46), at the values that
+# switched them off: a record made before names them so, and means today's recipe by them.
+RETIRED = {"frozen_layers": 0, "early_crop_size": 0, "early_fraction": 0.5, "loss": "bce_dice"}
 
 
 def spread(values: List[float], digits: int = 3) -> str:

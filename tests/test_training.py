@@ -324,7 +324,7 @@ def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, opt
     ({"steps": 5, "epochs": 2}, "not steps and epochs"), ({"epochs": 0}, "epochs must be"),
     ({"val_fraction": 1.5}, r"val_fraction must be a fraction in \[0, 1\)"),
     ({"min_crop_area": 0}, "min_crop_area must be"), ({"minutes": 0}, "minutes must be"),
-    ({"loss": "l2"}, "loss must be one of bce_dice, bce_lovasz"), ({"lr": True}, "lr must be"),
+    ({"precision": "fp64"}, "precision must be one of auto, fp32"), ({"lr": True}, "lr must be"),
     ({"device": "foo"}, "device must be cpu, cuda or cuda:N"),
     ({"precision": "fp16"}, "fp16 needs a CUDA GPU"), ({"batch_sise": 8}, "unknown training option")])
 def test_train_model_checks_its_options_before_reading(options, message, monkeypatch):
