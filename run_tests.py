@@ -67,7 +67,8 @@ def how_sure(ious: Sequence[float], resamples: int = 10_000, seed: int = 0) -> D
     bands = np.array([marks_for(mean) for mean in means])
     low, high = np.percentile(means, [2.5, 97.5])
     return {"resamples": resamples, "low": float(low), "high": float(high),
-            "chances": {int(m): float((bands == m).mean()) for m in sorted(set(bands), reverse=True)}}
+            "chances": {int(m): float((bands == m).mean())
+                        for m in sorted(set(bands), reverse=True)}}
 
 
 def how_sure_words(sure: Dict, images: int) -> str:
@@ -394,8 +395,8 @@ def run_as_grader(sources: Sequence[Path], jobs: Sequence[Tuple[Path, Path]],
         raise UploadError(checkpoint_problem(sources[1], result.stderr))
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
-        reason = next((l[len("upload error: "):] for l in lines if l.startswith("upload error: ")),
-                      None)
+        reason = next((line[len("upload error: "):] for line in lines
+                       if line.startswith("upload error: ")), None)
         raise UploadError(reason or f"{python} exited with {result.returncode}:\n"
                           + "\n".join(lines[-15:]))
     return json.loads(result.stdout.strip().splitlines()[-1])

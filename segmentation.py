@@ -11,9 +11,11 @@ and the training that makes segmentation_model.pth:
 
     python segmentation.py train public_data/train        # or train_model("public_data/train")
 
-Sections: config, data, model, loss and metrics, training, inference, command line.
-Only torch, torchvision, numpy and Pillow are imported at module level, and nothing on the
-grader's path (get_model, predict) needs an API newer than torch 1.10 / torchvision 0.11.
+In the order a reader wants: the config, the data, the model, the loss, the training loop and
+train_model, predict; then, fenced off, what keeps a run safe (the training state and resume,
+progress lines, the training record and atomic saves) and the command line. Only torch,
+torchvision, numpy and Pillow are imported at module level, and nothing on the grader's path
+(get_model, predict) needs an API newer than torch 1.10 / torchvision 0.11.
 """
 
 from __future__ import annotations
@@ -38,15 +40,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+
 try:
     import torchvision
-except Exception as error:  # most often "operator torchvision::nms does not exist": a
-    problem = (f"torchvision does not load with torch {torch.__version__} "  # build for another
+except Exception as error:
+    # Most often "operator torchvision::nms does not exist": a build for another torch.
+    problem = (f"torchvision does not load with torch {torch.__version__} "
                f"({' '.join(str(error).split())[:160]}): the two were not built for each other; "
                "mend it with bash tools/setup.sh (or reinstall both together)")
     if __name__ == "__main__":
         sys.exit(f"error: {problem}")
     raise ImportError(problem) from None
+
 
 # ------------------------------------------------------------------------------------------
 # Config
@@ -126,7 +131,7 @@ class Config:
 
 # The length when none is given: `passes` over the training pairs, but at least `min_steps` (a
 # small folder still needs the optimiser's steps) and at most `max_steps` (a huge one would take
-# hours on a CPU; --steps or --minutes for more). On validation blocks (docs/EXPERIMENTS.md,
+# hours on a CPU; --steps or --minutes for more). On validation blocks (lab/NOTES.md,
 # issue 34): 3,984 steps on 4,372 pairs beat 8.6 and 12.8 passes; on 2,001 pairs 3,000 steps
 # (24 passes) beat 2,000, and 4,000 did no better.
 SCHEDULE = dict(passes=14.5, min_steps=3000, max_steps=6000)
@@ -481,7 +486,7 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Dice per image weighs a bird on 4% of the photo as much as one filling it, as the grader's
     mean of per-image IoUs does. The Lovász hinge, a closer surrogate of IoU, did not beat it on
-    the birds (docs/EXPERIMENTS.md, 2026-12-06).
+    the birds (lab/NOTES.md, 2026-12-06).
     """
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits).flatten(1)
@@ -687,24 +692,6 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return loss.item()
 
 
-class Clock:
-    """How far a run is (0-1) and whether it is over: by its steps, or by `minutes` on the clock.
-    `elapsed`: the seconds an interrupted run had trained before it was resumed."""
-
-    def __init__(self, steps: Optional[int], minutes: Optional[float], elapsed: float = 0.0):
-        self.steps, self.seconds = steps, minutes * 60 if minutes else None
-        self.start = time.time() - elapsed
-
-    def elapsed(self) -> float:
-        return time.time() - self.start
-
-    def progress(self, step: int) -> float:
-        return min(self.elapsed() / self.seconds if self.seconds else step / self.steps, 1.0)
-
-    def over(self, step: int) -> bool:
-        return self.elapsed() >= self.seconds if self.seconds else step >= self.steps
-
-
 def fit(model: UNet, train_data: SegmentationData, val_data: Optional[SegmentationData] = None,
         config: Config = Config(), device: Optional[str] = None,
         state_path: Optional[Path] = None, resume: bool = False, verbose: bool = True,
@@ -714,7 +701,8 @@ def fit(model: UNet, train_data: SegmentationData, val_data: Optional[Segmentati
 
     The training state is saved to `state_path` after every pass; `resume=True` continues from
     it, ending where an uninterrupted run would have (on the CPU, bit for bit). `verbose`
-    prints the time the run will take after its own first steps and a line per pass.
+    prints the time the run will take after its own first steps and a line per pass. `clock`:
+    the run's one clock (Clock), read for --minutes, the estimate and the history's times.
     """
     device = resolve_device(device)
     precision = choose_precision(device, config.precision)
@@ -728,9 +716,8 @@ def fit(model: UNet, train_data: SegmentationData, val_data: Optional[Segmentati
     steps, _ = total_steps(config, len(train_data))
     history = load_state(state_path, model, optimizer, generator, scaler, verbose) if resume else []
     step = history[-1]["steps"] if history else 0
-    run = Clock(steps, config.minutes, history[-1]["time"] if history else 0.0)
-    progress = Progress(steps, math.ceil(len(train_data) / config.batch_size), step, clock,
-                        verbose)
+    run = Clock(steps, config.minutes, history[-1]["time"] if history else 0.0, clock)
+    progress = Progress(run, math.ceil(len(train_data) / config.batch_size), step, verbose)
     while not run.over(step):
         model.train()
         order = torch.randperm(len(train_data), generator=generator).tolist()
@@ -752,102 +739,11 @@ def fit(model: UNet, train_data: SegmentationData, val_data: Optional[Segmentati
                         "time": run.elapsed()})
         if val_data is not None and len(val_data):
             history[-1]["val_iou"] = evaluate_batches(model, val_data, device)
-        progress.pass_done(history[-1], run)
+        progress.pass_done(history[-1])
         if state_path is not None:
             save_state(state_path, model, optimizer, generator, scaler, history)
     model.to(memory_format=torch.contiguous_format).eval()
     return history
-
-
-def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator, scaler, history: List[Dict]) -> None:
-    """Everything a resumed run needs, through a temporary file (a crash leaves no half file)."""
-    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "generator": generator.get_state(), "epoch": len(history),
-                 "scaler": scaler.state_dict() if scaler is not None else None,
-                 "history": history}, path)
-
-
-def load_state(path: Optional[Path], model: nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator, scaler, verbose: bool) -> List[Dict]:
-    """Restore a state save_state wrote at `path`; returns its history ([] when none is there)."""
-    if path is None or not Path(path).exists():
-        if verbose:
-            print(f"nothing to resume ({path} not found): starting from the beginning")
-        return []
-    state = torch.load(path, map_location="cpu")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    if verbose:
-        print(f"resuming after epoch {state['epoch']} from {path}")
-    return state["history"]
-
-
-ESTIMATE_STEPS = (2, 5)  # the run's own steps 3-5 are timed for its estimate (the first run slow)
-
-
-class Progress:
-    """What a run prints as it goes: how long it will take, timed on its own steps
-    ESTIMATE_STEPS (a fresh process's first steps run slow), then a line per pass with the loss,
-    the validation IoU and the time left. Runs too short to time print no estimate."""
-
-    def __init__(self, total: Optional[int], per_pass: int, first_step: int,
-                 clock: Callable[[], float], verbose: bool) -> None:
-        self.total, self.per_pass, self.clock, self.verbose = total, per_pass, clock, verbose
-        self.warm, self.last = first_step + ESTIMATE_STEPS[0], first_step + ESTIMATE_STEPS[1]
-        self.started: Optional[float] = None
-
-    def step_done(self, steps: int) -> None:
-        if not self.verbose or self.total is None or self.last >= self.total:
-            return
-        if steps == self.warm:
-            self.started = self.clock()
-        elif steps == self.last and self.started is not None:
-            each = (self.clock() - self.started) / (self.last - self.warm)
-            print(f"steps {self.warm + 1}-{self.last} took {each:.2f} s each here: expect about "
-                  f"{format_time(each * (self.total - self.last))} more for the remaining "
-                  f"{self.total - self.last} steps", flush=True)
-
-    def pass_done(self, record: Dict[str, float], run: Clock) -> None:
-        if not self.verbose:
-            return
-        if run.seconds:
-            left, of = run.seconds - record["time"], ""
-        else:
-            left = record["time"] / record["steps"] * (self.total - record["steps"])
-            of = f"/{math.ceil(self.total / self.per_pass)}"
-        val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
-        print(f"epoch {record['epoch']:3d}{of}  step {record['steps']:5d}  loss "
-              f"{record['loss']:.4f}{val}  {format_time(record['time'])} elapsed, "
-              f"~{format_time(max(left, 0))} left", flush=True)
-
-
-def format_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-class LoadProgress:
-    """Prints how far loading a folder has got, every few seconds (a silent minute looks hung)."""
-
-    def __init__(self, log: Callable[..., None], every: float = 5.0) -> None:
-        self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.time()
-        if now - self.last >= self.every and done < total:
-            self.last = now
-            left = (now - self.start) / done * (total - done)
-            self.log(f"loading {done}/{total} images ({done / total:.0%}), "
-                     f"~{format_time(left)} left", flush=True)
-
-
-class InterruptedRunError(FileExistsError):
-    """A new training run would discard an interrupted one's saved state; the message says how
-    to continue it or to start anew."""
 
 
 def train_model(train_data_path, *, encoder_weights="imagenet", out_path=DEFAULT_CHECKPOINT,
@@ -911,40 +807,6 @@ def train_model(train_data_path, *, encoder_weights="imagenet", out_path=DEFAULT
 train_segmentation_model = train_model  # the name one version of the course's script uses
 
 
-def check_interrupted(out_path, resume: bool, restart: bool, log) -> Optional[Path]:
-    """The training state's path for `out_path` (the same command with resume finds it);
-    InterruptedRunError if one is there and neither `resume` nor `restart` says what to do."""
-    if out_path is None:
-        return None
-    state_path = Path(f"{out_path}.state")
-    if state_path.exists() and not resume:
-        if not restart:
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(state_path.stat().st_mtime))
-            raise InterruptedRunError(
-                f"{state_path} holds a run interrupted at {stamp}; nothing was changed. Add "
-                "--resume (resume=True) to continue it, or --restart (restart=True) to discard "
-                "it and start anew")
-        state_path.unlink()
-        log(f"{state_path}: the interrupted run is discarded (restart)")
-    return state_path
-
-
-def choose_out_path(out_path, overwrite: bool, log) -> Optional[Path]:
-    """Where the checkpoint goes: `out_path`, or beside an existing one unless `overwrite`."""
-    if out_path is None:
-        return None
-    out = Path(out_path) if overwrite else free_path(Path(out_path), [".json"])
-    kept = [p.name for p in (Path(out_path), record_path(out_path)) if p.exists()]
-    where = f"{out} (its training record: {record_path(out).name})"
-    if not kept:
-        log(f"the model will be saved as {where}")
-    elif overwrite:
-        log(f"the model will replace {' and '.join(kept)} (overwrite): {where}")
-    else:
-        log(f"{' and '.join(kept)} kept: the model will be saved as {where}")
-    return out
-
-
 def read_data(train_data_path, val_data_path, config: Config, device: torch.device, log
               ) -> Tuple[SegmentationData, SegmentationData, Optional[SegmentationData]]:
     """The training folder, every file checked (all of it, and its training part moved to
@@ -974,6 +836,192 @@ def read_validation_folder(root, image_size: int, limit: Optional[int], log) -> 
     log(f"reading the validation folder {root} ({len(pairs)} pairs) ...", flush=True)
     return SegmentationData(root, image_size, pairs=pairs, progress=LoadProgress(log))
 
+
+# ------------------------------------------------------------------------------------------
+# Inference
+# ------------------------------------------------------------------------------------------
+
+def predict(model: nn.Module, img_path, flip_tta: bool = True,
+            image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """Object probability for every pixel of the image: float32 H x W in [0, 1].
+
+    Puts the model in eval mode and runs it without gradients on the model's own device.
+    The image is squashed to `image_size` (what training cropped its windows from), the
+    prediction is averaged with that of the mirrored image (`flip_tta`), then resized back to
+    the image's exact size.
+    """
+    image = open_image(img_path)
+    height, width = image.height, image.width
+    # Resize first: a huge photo never exists as a float array.
+    small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
+    x = normalize(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
+    # channels_last: the layout the CPU's convolution kernels run fastest on (and GPUs prefer);
+    # a no-op after the first call.
+    model.eval().to(memory_format=torch.channels_last)
+    # Denormal numbers (tiny weights or activations) can make CPU inference 20x slower;
+    # flushing them to zero changes no prediction measurably.
+    torch.set_flush_denormal(True)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        x = x.to(device, memory_format=torch.channels_last)
+        if flip_tta:
+            logits = model(torch.cat([x, x.flip(-1)]))
+            logits = (logits[:1] + logits[1:].flip(-1)) / 2
+        else:
+            logits = model(x)
+        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear",
+                               align_corners=False)
+        prob = torch.sigmoid(logits)[0, 0]
+    return prob.cpu().numpy().astype(np.float32)
+
+
+# ==========================================================================================
+# What keeps a run safe
+#
+# The assignment ends above. What follows lets train_model run alone for an hour and leave
+# nothing half done: the training state and resume, the progress lines, the training record
+# and atomic saves; then the command line.
+# ==========================================================================================
+
+# ------------------------------------------------------------------------------------------
+# The training state and resume
+# ------------------------------------------------------------------------------------------
+
+class InterruptedRunError(FileExistsError):
+    """A new training run would discard an interrupted one's saved state; the message says how
+    to continue it or to start anew."""
+
+
+def check_interrupted(out_path, resume: bool, restart: bool, log) -> Optional[Path]:
+    """The training state's path for `out_path` (the same command with resume finds it);
+    InterruptedRunError if one is there and neither `resume` nor `restart` says what to do."""
+    if out_path is None:
+        return None
+    state_path = Path(f"{out_path}.state")
+    if state_path.exists() and not resume:
+        if not restart:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(state_path.stat().st_mtime))
+            raise InterruptedRunError(
+                f"{state_path} holds a run interrupted at {stamp}; nothing was changed. Add "
+                "--resume (resume=True) to continue it, or --restart (restart=True) to discard "
+                "it and start anew")
+        state_path.unlink()
+        log(f"{state_path}: the interrupted run is discarded (restart)")
+    return state_path
+
+
+def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, scaler, history: List[Dict]) -> None:
+    """Everything a resumed run needs, through a temporary file (a crash leaves no half file)."""
+    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state(), "epoch": len(history),
+                 "scaler": scaler.state_dict() if scaler is not None else None,
+                 "history": history}, path)
+
+
+def load_state(path: Optional[Path], model: nn.Module, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator, scaler, verbose: bool) -> List[Dict]:
+    """Restore a state save_state wrote at `path`; returns its history ([] when none is there)."""
+    if path is None or not Path(path).exists():
+        if verbose:
+            print(f"nothing to resume ({path} not found): starting from the beginning")
+        return []
+    state = torch.load(path, map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if verbose:
+        print(f"resuming after epoch {state['epoch']} from {path}")
+    return state["history"]
+
+
+# ------------------------------------------------------------------------------------------
+# Progress lines
+# ------------------------------------------------------------------------------------------
+
+class Clock:
+    """A run's one clock: how far the run is (0-1) and whether it is over, by its steps or by
+    `minutes`; the seconds it has trained, for its history and its time estimates. `elapsed`:
+    the seconds an interrupted run had trained before it was resumed; `now`: the clock read."""
+
+    def __init__(self, steps: Optional[int], minutes: Optional[float], elapsed: float = 0.0,
+                 now: Callable[[], float] = time.perf_counter):
+        self.steps, self.seconds, self.now = steps, minutes * 60 if minutes else None, now
+        self.start = now() - elapsed
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def progress(self, step: int) -> float:
+        return min(self.elapsed() / self.seconds if self.seconds else step / self.steps, 1.0)
+
+    def over(self, step: int) -> bool:
+        return self.elapsed() >= self.seconds if self.seconds else step >= self.steps
+
+
+ESTIMATE_STEPS = (2, 5)  # the run's own steps 3-5 are timed for its estimate (the first run slow)
+
+
+class Progress:
+    """What a run prints as it goes, timed on the run's Clock: how long it will take, from its
+    own steps ESTIMATE_STEPS (a fresh process's first steps run slow), then a line per pass with
+    the loss, the validation IoU and the time left. Runs too short to time print no estimate."""
+
+    def __init__(self, run: Clock, per_pass: int, first_step: int, verbose: bool) -> None:
+        self.run, self.total, self.per_pass, self.verbose = run, run.steps, per_pass, verbose
+        self.warm, self.last = first_step + ESTIMATE_STEPS[0], first_step + ESTIMATE_STEPS[1]
+        self.started: Optional[float] = None
+
+    def step_done(self, steps: int) -> None:
+        if not self.verbose or self.total is None or self.last >= self.total:
+            return
+        if steps == self.warm:
+            self.started = self.run.elapsed()
+        elif steps == self.last and self.started is not None:
+            each = (self.run.elapsed() - self.started) / (self.last - self.warm)
+            print(f"steps {self.warm + 1}-{self.last} took {each:.2f} s each here: expect about "
+                  f"{format_time(each * (self.total - self.last))} more for the remaining "
+                  f"{self.total - self.last} steps", flush=True)
+
+    def pass_done(self, record: Dict[str, float]) -> None:
+        if not self.verbose:
+            return
+        if self.run.seconds:
+            left, of = self.run.seconds - record["time"], ""
+        else:
+            left = record["time"] / record["steps"] * (self.total - record["steps"])
+            of = f"/{math.ceil(self.total / self.per_pass)}"
+        val = f"  val IoU {record['val_iou']:.4f}" if "val_iou" in record else ""
+        print(f"epoch {record['epoch']:3d}{of}  step {record['steps']:5d}  loss "
+              f"{record['loss']:.4f}{val}  {format_time(record['time'])} elapsed, "
+              f"~{format_time(max(left, 0))} left", flush=True)
+
+
+def format_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class LoadProgress:
+    """Prints how far loading a folder has got, every few seconds (a silent minute looks hung)."""
+
+    def __init__(self, log: Callable[..., None], every: float = 5.0) -> None:
+        self.log, self.every, self.start, self.last = log, every, time.time(), time.time()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if now - self.last >= self.every and done < total:
+            self.last = now
+            left = (now - self.start) / done * (total - done)
+            self.log(f"loading {done}/{total} images ({done / total:.0%}), "
+                     f"~{format_time(left)} left", flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# The training record and atomic saves
+# ------------------------------------------------------------------------------------------
 
 # A training record beside every checkpoint that training saves (never uploaded): what it was
 # trained on, how, and the command that trains it again. run_tests.py and
@@ -1090,6 +1138,22 @@ def save_checkpoint(model: nn.Module, out: Path, record: Dict) -> None:
                 leftover.unlink()
 
 
+def choose_out_path(out_path, overwrite: bool, log) -> Optional[Path]:
+    """Where the checkpoint goes: `out_path`, or beside an existing one unless `overwrite`."""
+    if out_path is None:
+        return None
+    out = Path(out_path) if overwrite else free_path(Path(out_path), [".json"])
+    kept = [p.name for p in (Path(out_path), record_path(out_path)) if p.exists()]
+    where = f"{out} (its training record: {record_path(out).name})"
+    if not kept:
+        log(f"the model will be saved as {where}")
+    elif overwrite:
+        log(f"the model will replace {' and '.join(kept)} (overwrite): {where}")
+    else:
+        log(f"{' and '.join(kept)} kept: the model will be saved as {where}")
+    return out
+
+
 def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
     """`path` if it does not exist yet, else the first of name-1.pth, name-2.pth, ... that doesn't;
     a name counts as taken too while a file of the same stem with one of `companions`' suffixes
@@ -1099,44 +1163,6 @@ def free_path(path: Path, companions: Sequence[str] = ()) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
-
-
-# ------------------------------------------------------------------------------------------
-# Inference
-# ------------------------------------------------------------------------------------------
-
-def predict(model: nn.Module, img_path, flip_tta: bool = True,
-            image_size: int = IMAGE_SIZE) -> np.ndarray:
-    """Object probability for every pixel of the image: float32 H x W in [0, 1].
-
-    Puts the model in eval mode and runs it without gradients on the model's own device.
-    The image is squashed to `image_size` (what training cropped its windows from), the
-    prediction is averaged with that of the mirrored image (`flip_tta`), then resized back to
-    the image's exact size.
-    """
-    image = open_image(img_path)
-    height, width = image.height, image.width
-    # Resize first: a huge photo never exists as a float array.
-    small = np.array(to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
-    x = normalize(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
-    # channels_last: the layout the CPU's convolution kernels run fastest on (and GPUs prefer);
-    # a no-op after the first call.
-    model.eval().to(memory_format=torch.channels_last)
-    # Denormal numbers (tiny weights or activations) can make CPU inference 20x slower;
-    # flushing them to zero changes no prediction measurably.
-    torch.set_flush_denormal(True)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        x = x.to(device, memory_format=torch.channels_last)
-        if flip_tta:
-            logits = model(torch.cat([x, x.flip(-1)]))
-            logits = (logits[:1] + logits[1:].flip(-1)) / 2
-        else:
-            logits = model(x)
-        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear",
-                               align_corners=False)
-        prob = torch.sigmoid(logits)[0, 0]
-    return prob.cpu().numpy().astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1177,14 +1203,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     train = parser.add_subparsers(dest="command", required=True).add_parser(
         "train", help="train on DATA/{images,gt}/<class>/...")
     train.add_argument("data", help="training folder, e.g. public_data/train")
-    length = train.add_mutually_exclusive_group()
+    length = train.add_mutually_exclusive_group()  # --steps, --epochs or --minutes
+    schedule = (f"{SCHEDULE['passes']:g} passes over the data, within "
+                f"{SCHEDULE['min_steps']:,}-{SCHEDULE['max_steps']:,} steps")
     for item in fields(Config):
-        default = "{passes:g} passes over the data, within {min_steps:,}-{max_steps:,} steps" \
-            .format(**SCHEDULE) if item.name == "steps" else item.default
+        default = schedule if item.name == "steps" else item.default
         words = "" if default is None else f" (default: {default})"
-        (length if item.name in ("steps", "epochs", "minutes") else train).add_argument(
-            f"--{item.name.replace('_', '-')}", type=_checked(item), default=item.default,
-            help=item.metadata["help"] + words)
+        group = length if item.name in ("steps", "epochs", "minutes") else train
+        group.add_argument(f"--{item.name.replace('_', '-')}", type=_checked(item),
+                           default=item.default, help=item.metadata["help"] + words)
     train.add_argument("--val-data", metavar="DIR",
                        help="print the IoU on this folder every pass instead (same layout, e.g. "
                             "public_data/test); the model still trains on all of DATA")

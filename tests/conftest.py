@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data" / "public_data"
@@ -52,11 +50,8 @@ def needs_shared(path: Path):
     """Skip, saying in a student's words what is missing, where the maintainers' stand-in data
     or offline weights (../shared, never part of the package) are absent."""
     what = {SHARED_DATA: "the maintainers' stand-in data set",
-            SHARED_WEIGHTS: "the maintainers' offline copy of the ImageNet weights"}.get(path, str(path))
+            SHARED_WEIGHTS: "the maintainers' offline copy of the ImageNet weights"}
+    what = what.get(path, str(path))
     return pytest.mark.skipif(not path.exists(), reason=f"needs {what}, which is not part of the "
                               f"package and which a student does not need ({path} not found)")
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a training, a grading of the shared data, or a "
-                            "browser; the quick run leaves these out: pytest -m 'not slow'")

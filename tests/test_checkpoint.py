@@ -22,7 +22,8 @@ def _broken_checkpoints(folder):
     for kind, content in made.items():
         (folder / f"{kind}.pth").write_bytes(content)
     torch.save(get_model(), folder / "pickled.pth")
-    torch.save({"model": get_model().state_dict(), "optimizer": {}, "epoch": 3}, folder / "state.pth")
+    torch.save({"model": get_model().state_dict(), "optimizer": {}, "epoch": 3},
+               folder / "state.pth")
     torch.save([1, 2], folder / "list.pth")
     torch.save(wrong, folder / "wrong.pth")
     return {kind: folder / f"{kind}.pth" for kind in

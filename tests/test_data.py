@@ -81,7 +81,8 @@ def test_augmented_batch_keeps_image_and_mask_aligned(tmp_path, crop_size, expec
     (root / "gt" / "a").mkdir(parents=True)
     mask = np.zeros((64, 64), bool)
     mask[10:40, 20:50] = True
-    Image.fromarray(np.repeat(mask[:, :, None] * 255, 3, 2).astype(np.uint8)).save(root / "images" / "a" / "x.png")
+    rgb = np.repeat(mask[:, :, None] * 255, 3, 2).astype(np.uint8)
+    Image.fromarray(rgb).save(root / "images" / "a" / "x.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(root / "gt" / "a" / "x.png")
     data = SegmentationData(root, image_size=64)
     generator = torch.Generator().manual_seed(0)
@@ -129,7 +130,8 @@ def test_augmented_batch_shapes_binary_masks_and_alignment():
         assert (bright == mask[0]).float().mean() > 0.95
     data = SegmentationData.__new__(SegmentationData)
     data.images, data.masks = (images * 255).byte(), (masks * 255).byte()
-    _, batch_masks = data.batch(range(8), torch.Generator().manual_seed(0), augment=True, crop_size=48)
+    _, batch_masks = data.batch(range(8), torch.Generator().manual_seed(0), augment=True,
+                                crop_size=48)
     assert set(batch_masks.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -146,7 +148,8 @@ def test_same_seed_same_batch_and_another_seed_another():
 def test_grey_images_now_and_then():
     """One image in ten loses its colour: all three channels equal."""
     images = torch.rand(400, 3, 16, 16)
-    out, _ = augment_batch(images, torch.zeros(400, 1, 16, 16), torch.Generator().manual_seed(0), 16)
+    out, _ = augment_batch(images, torch.zeros(400, 1, 16, 16), torch.Generator().manual_seed(0),
+                           16)
     grey = ((out[:, 0] - out[:, 1]).abs().amax(dim=(1, 2)) < 1e-6).float().mean().item()
     assert 0.05 < grey < 0.15
 
@@ -169,7 +172,8 @@ def test_layout_and_content_problems_reported_together(tiny_data):
     with pytest.raises(DataError) as info:
         SegmentationData(tiny_data, image_size=16)
     message = str(info.value)
-    assert "2 problem(s)" in message and "no mask" in message and f"{broken}: the file is empty" in message
+    assert "2 problem(s)" in message and "no mask" in message
+    assert f"{broken}: the file is empty" in message
 
 
 def test_loading_reports_progress(tiny_data):

@@ -38,11 +38,13 @@ def test_notebook_is_stored_without_outputs_and_has_two_parameters():
     assert first["metadata"].get("tags") == ["parameters"]  # papermill's convention
     assigned = [t.id for node in ast.parse(_source(first)).body for t in node.targets]
     assert assigned == ["data", "steps"]
-    assert ast.literal_eval(ast.parse(_source(first)).body[1].value) is None  # the package's default
+    # The package's default length.
+    assert ast.literal_eval(ast.parse(_source(first)).body[1].value) is None
 
 
 def test_colab_is_imported_only_where_present():
-    """A plain Jupyter runs it unchanged: google.colab only inside a try that tolerates its absence."""
+    """A plain Jupyter runs it unchanged: google.colab only inside a try that tolerates its
+    absence."""
     for cell in _cells():
         if cell["cell_type"] != "code":
             continue
@@ -91,7 +93,8 @@ def test_notebook_trains_grades_and_packs_the_upload(tmp_path, monkeypatch):
         shutil.copy(ROOT / name, package / name)
     shutil.copy(NOTEBOOK, package / "notebooks" / NOTEBOOK.name)
     archive = _course_like_zip(tmp_path)
-    # Offline: the encoder starts from a local file (random weights here; only the plumbing is tested).
+    # Offline: the encoder starts from a local file (random weights here; only the plumbing is
+    # tested).
     weights = tmp_path / "mobilenet_v2.pth"
     torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
     monkeypatch.setenv("SEGMENTATION_ENCODER_WEIGHTS", str(weights))

@@ -78,7 +78,8 @@ def test_predict_command_on_a_folder_masks_every_photo(model, tmp_path, capsys):
     for name in ("a/one", "a/two", "b/deeper/three"):
         mask = np.asarray(Image.open(folder / f"{name}.mask.png"))
         assert mask.shape == (30, 44) and set(np.unique(mask)) <= {0, 255}
-    assert "predicting 4 photos" in captured.out and "wrote 3 masks beside the photos" in captured.out
+    assert "predicting 4 photos" in captured.out
+    assert "wrote 3 masks beside the photos" in captured.out
     assert "notes.jpg" in captured.err and "cannot be read" in captured.err
     (folder / "a" / "notes.jpg").unlink()
     out = tmp_path / "masks"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,8 @@ import pytest
 
 import run_tests
 from conftest import CHECKPOINT, ROOT
+from tools import browser_check
 from tools import report as report_page
-
-sys.path.insert(0, str(ROOT / "tools"))
-import browser_check  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 pytestmark = pytest.mark.skipif(not CHECKPOINT.exists(), reason="no shipped segmentation_model.pth")
@@ -125,7 +122,8 @@ def test_bad_report_folders_are_clear_errors_before_grading(tmp_path, capsys, mo
 def test_worst_must_be_positive(value, capsys):
     with pytest.raises(SystemExit) as info:
         run_tests.main([str(EXAMPLES), "--report", "x", "--worst", value])
-    assert info.value.code == 2 and "--worst: must be a whole number >= 1" in capsys.readouterr().err
+    assert info.value.code == 2
+    assert "--worst: must be a whole number >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -154,7 +152,8 @@ def test_in_a_real_browser_every_image_loads_and_the_worst_comes_first(report, t
 
 def test_headings_are_true_for_any_number_shown(report):
     folder, _ = report
-    assert "<h2>The 5 worst of 12 images</h2>" in (folder / "index.html").read_text(encoding="utf-8")
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert "<h2>The 5 worst of 12 images</h2>" in page
     assert report_page.cards_heading(12, 12) == "All 12 images, worst first"
     assert report_page.cards_heading(24, 12) == "All 12 images, worst first"
     assert report_page.cards_heading(1, 12) == "The 1 worst of 12 images"
@@ -181,6 +180,6 @@ def test_page_shows_no_absolute_path(report):
 
 def test_the_page_says_how_sure_the_marks_are_as_the_command_does(report):
     folder, printed = report
-    line = next(l for l in printed.splitlines() if l.startswith("how sure: "))
+    line = next(text for text in printed.splitlines() if text.startswith("how sure: "))
     html = (folder / "index.html").read_text(encoding="utf-8")
     assert f'<p class="sure">{line}</p>' in html.replace("&lt;", "<").replace("&gt;", ">")

@@ -59,7 +59,8 @@ def test_course_layout(graded, tmp_path):
     expected = scores(root)
     course = tmp_path / "course"
     (course / "00_test_val_input" / "test").mkdir(parents=True)
-    shutil.move(str(root / "test" / "images"), str(course / "00_test_val_input" / "test" / "images"))
+    shutil.move(str(root / "test" / "images"),
+                str(course / "00_test_val_input" / "test" / "images"))
     shutil.move(str(root / "test" / "gt"), str(course / "00_test_val_gt"))
     assert scores(course) == expected
 

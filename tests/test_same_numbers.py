@@ -1,73 +1,74 @@
-"""Not one number moves: a few training steps on the bundled examples give the same weights, and
-predict the same probabilities, to the last bit, as the code gave when the digests in
-same_numbers.json were recorded (before the redesign of issue 45).
+"""Not one number moves: 4 steps of the default recipe on the bundled examples give the weights
+and probabilities recorded in same_numbers.json (lab/same_numbers.py says how, and records them
+anew after a change meant to move numbers: python -m lab.same_numbers --record).
 
-A change that is meant to move numbers (a recipe change) records new digests in the same commit:
-
-    .venv/bin/python tests/test_same_numbers.py --record
+On any machine the fingerprint must agree within a tolerance that another CPU stays inside and a
+moved default does not; on the machine and torch that recorded it, the SHA-256 must agree too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 
 import pytest
-import torch
-
-from conftest import ROOT, SHARED_WEIGHTS
 
 import segmentation
+from lab import same_numbers as pins
 
-EXAMPLES = ROOT / "examples" / "test"
-DIGESTS = ROOT / "tests" / "same_numbers.json"
-ENCODERS = {"random-encoder": None, "imagenet-encoder": SHARED_WEIGHTS}
-
-
-def run_digest(encoder_weights, tmp_path) -> str:
-    """SHA-256 of the weights that 4 steps of train_model on the examples give (the default
-    recipe at 128-pixel photos and 96-pixel windows, to be quick; seed 0, one thread), and of
-    predict's probabilities for one example photo with them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a sum over threads may be added up in another order
-    try:
-        model = segmentation.train_model(EXAMPLES, steps=4, image_size=128, crop_size=96,
-                                         encoder_weights=encoder_weights,
-                                         out_path=tmp_path / "model.pth", verbose=False)
-        photo = sorted((EXAMPLES / "images").glob("*/*.jpg"))[0]
-        probabilities = segmentation.predict(model, photo)
-    finally:
-        torch.set_num_threads(threads)
-    digest = hashlib.sha256()
-    for key, value in torch.load(tmp_path / "model.pth", map_location="cpu").items():
-        digest.update(key.encode())
-        digest.update(value.numpy().tobytes())
-    digest.update(probabilities.tobytes())
-    return digest.hexdigest()
+RECORDED = json.loads(pins.RECORD.read_text())
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
-def test_the_same_seed_trains_the_recorded_weights(name, tmp_path):
-    recorded = json.loads(DIGESTS.read_text())
-    if recorded["torch"] != torch.__version__:
-        pytest.skip(f"the digests were recorded with torch {recorded['torch']}, this is "
-                    f"{torch.__version__}: bits differ between versions")
-    if ENCODERS[name] is not None and not ENCODERS[name].exists():
-        pytest.skip(f"needs {ENCODERS[name]}")
-    assert run_digest(ENCODERS[name], tmp_path) == recorded["digests"][name], (
-        f"{name}: the weights or predictions moved since {recorded['recorded_at']}")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each encoder's short run here, trained once for the module: (trained, start, probs)."""
+    made = {}
+
+    def run(name):
+        if name not in made:
+            weights = pins.ENCODERS[name]
+            if weights is not None and not weights.exists():
+                pytest.skip(f"needs {weights}")
+            made[name] = pins.short_run(weights, tmp_path_factory.mktemp(name))
+        return made[name]
+    return run
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
-    import subprocess
-    import tempfile
-    from pathlib import Path
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    with tempfile.TemporaryDirectory() as folder:
-        digests = {name: run_digest(weights, Path(folder) / name)
-                   for name, weights in ENCODERS.items()}
-    DIGESTS.write_text(json.dumps({"torch": torch.__version__, "recorded_at": f"commit {commit}",
-                                   "digests": digests}, indent=1) + "\n")
-    print(DIGESTS.read_text())
+@pytest.mark.parametrize("name", list(pins.ENCODERS))
+def test_the_same_seed_trains_the_recorded_numbers_on_any_machine(name, runs):
+    figures = pins.fingerprint(*runs(name))
+    off = pins.beyond_tolerance(figures, RECORDED["runs"][name]["fingerprint"])
+    assert not off, (f"{name}: the numbers moved since {RECORDED['recorded_at']}:\n  "
+                     + "\n  ".join(off))
+
+
+@pytest.mark.parametrize("name", list(pins.ENCODERS))
+def test_the_same_seed_trains_the_recorded_bits_on_the_recording_machine(name, runs):
+    if pins.machine() != RECORDED["machine"]:
+        pytest.skip(f"the digests were recorded on {RECORDED['machine']}, this is "
+                    f"{pins.machine()}: other vector units add up in another order")
+    trained, _, probabilities = runs(name)
+    assert pins.digest(trained, probabilities) == RECORDED["runs"][name]["digest"], (
+        f"{name}: the weights or predictions moved since {RECORDED['recorded_at']}")
+
+
+@pytest.mark.parametrize("change", [{"lr": segmentation.Config.lr * 1.001}, {"steps": 5},
+                                    {"seed": 1}], ids=["lr+0.1%", "one more step", "seed 1"])
+def test_a_moved_default_is_caught(change, tmp_path):
+    figures = pins.fingerprint(*pins.short_run(None, tmp_path, **change))
+    assert pins.beyond_tolerance(figures, RECORDED["runs"]["random-encoder"]["fingerprint"])
+
+
+def test_the_tolerance_tells_a_figure_off_by_more_from_one_within_it():
+    recorded = {"head update q95": 0.0015, "probability mean": 0.48}
+    update, probability = pins.TOLERANCE["update"], pins.TOLERANCE["probability"]
+    within = {"head update q95": 0.0015 * (1 + update / 2),
+              "probability mean": 0.48 * (1 - probability / 2)}
+    assert pins.beyond_tolerance(within, recorded) == []
+    off = {"head update q95": 0.0015, "probability mean": 0.48 * (1 + 2 * probability)}
+    assert [line.split(":")[0] for line in pins.beyond_tolerance(off, recorded)] == [
+        "probability mean"]
+
+
+def test_the_record_names_the_machine_and_torch_of_its_digests():
+    assert set(RECORDED["machine"]) == {"torch", "cpu_capability", "cpu"}
+    assert RECORDED["short_run"] == pins.SHORT_RUN

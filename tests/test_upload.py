@@ -31,7 +31,8 @@ def project(tmp_path):
 
 def _prepend(path, line):
     """Add an import line among segmentation.py's own (after `from __future__`)."""
-    path.write_text(path.read_text().replace("import numpy as np\n", f"import numpy as np\n{line}\n", 1))
+    text = path.read_text()
+    path.write_text(text.replace("import numpy as np\n", f"import numpy as np\n{line}\n", 1))
 
 
 @pytest.mark.skipif(not CHECKPOINT.exists(), reason="no shipped segmentation_model.pth")
@@ -60,7 +61,8 @@ def test_a_helper_module_of_the_project_is_named(project, capsys, monkeypatch):
 def test_a_missing_dependency_is_named(project):
     folder, data = project
     _prepend(folder / "segmentation.py", "import not_installed_anywhere_xyz")
-    with pytest.raises(run_tests.UploadError, match="`not_installed_anywhere_xyz`, which this Python"):
+    with pytest.raises(run_tests.UploadError,
+                       match="`not_installed_anywhere_xyz`, which this Python"):
         run_tests.grade_upload(data, folder)
 
 
@@ -68,7 +70,8 @@ def test_a_missing_dependency_is_named(project):
 def test_a_dependency_the_grader_lacks_is_named_even_when_installed_here(project):
     folder, data = project
     _prepend(folder / "segmentation.py", "import pytest")  # installed here, not in the grader
-    with pytest.raises(run_tests.UploadError, match="imports pytest, which the grader does not have"):
+    with pytest.raises(run_tests.UploadError,
+                       match="imports pytest, which the grader does not have"):
         run_tests.grade_upload(data, folder)
 
 
@@ -115,7 +118,8 @@ def test_no_argument_grades_the_examples_without_course_data(capsys, monkeypatch
     course = empty / "tests" / "00_test_val_input" / "test"
     course.mkdir(parents=True)
     shutil.copytree(EXAMPLES / "test" / "images" / "pets.Bengal", course / "images" / "pets.Bengal")
-    shutil.copytree(EXAMPLES / "test" / "gt" / "pets.Bengal", empty / "tests" / "00_test_val_gt" / "pets.Bengal")
+    shutil.copytree(EXAMPLES / "test" / "gt" / "pets.Bengal",
+                    empty / "tests" / "00_test_val_gt" / "pets.Bengal")
     assert run_tests.main([]) == 0
     printed = capsys.readouterr().out
     assert "the course's data in tests/" in printed and "4 images," in printed
@@ -125,7 +129,8 @@ def test_examples_are_small_and_licensed():
     files = [p for p in EXAMPLES.rglob("*") if p.is_file()]
     images = [p for p in files if p.suffix == ".jpg"]
     assert len(images) == 12
-    assert all((EXAMPLES / "test" / "gt" / p.parent.name / f"{p.stem}.png").exists() for p in images)
+    gt = EXAMPLES / "test" / "gt"
+    assert all((gt / p.parent.name / f"{p.stem}.png").exists() for p in images)
     assert sum(p.stat().st_size for p in files) < 2 * 2**20
     assert "CC BY-SA 4.0" in (EXAMPLES / "README.md").read_text()
 
@@ -188,6 +193,7 @@ def test_grader_env_finds_any_pyenv_39(tmp_path):
     for tool in ("pyenv", "python3.9"):
         (bin_dir / tool).chmod(0o755)
     result = subprocess.run(["bash", str(ROOT / "tools" / "grader_env.sh"), "--find-python"],
-                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "/pyenv/versions/3.9.7/bin/python3.9"

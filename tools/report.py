@@ -1,7 +1,7 @@
 """The grading report (`run_tests.py --report DIR`): a page to look at, opened from disk, with
 the marks, the per-class table, a histogram of per-image IoU and the worst images with their
-errors coloured; and the one painter of errors on a photo that the report, bench/ and
-experiments/ share, with its colour key for matplotlib figures.
+errors coloured; and the one painter of errors on a photo that the report and the lab's scripts
+share, with its colour key for matplotlib figures.
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ Click a picture for the full-size file.</p>
 
 def _card(rank: int, record: Dict, pred_dir: Path, staging: Path) -> str:
     """One worst image's card: its pictures written into `staging`, its HTML returned."""
-    key, photo_path, truth_path = Path(record["image"]), Path(record["photo"]), Path(record["truth"])
+    key, photo_path = Path(record["image"]), Path(record["photo"])
+    truth_path = Path(record["truth"])
     photo = read_image(photo_path)
     pred, truth = read_mask(pred_dir / key.with_suffix(".png")), read_mask(truth_path)
     stem = f"{rank:03d}-{key.parent.name}-{key.name}"
