@@ -38,8 +38,9 @@ ENCODERS: Dict[str, Optional[Path]] = {"random-encoder": None, "imagenet-encoder
 SHORT_RUN = dict(steps=4, image_size=128, crop_size=96)
 # The largest relative difference from the record a figure may have. Two other kinds of CPU
 # differed from this one by at most 1.3e-4 in an update figure and 2.2e-6 in the probability,
-# the learning rate moved by 0.1% by at least 9.3e-4 and 2.7e-5 (lab/NOTES.md, 2026-12-07).
-TOLERANCE = {"update": 3e-4, "probability": 1e-5}
+# the learning rate moved by 0.1% by at least 9.3e-4 and 2.7e-5 (lab/NOTES.md, 2026-12-07):
+# the tolerance leans towards other CPUs, whose noise was measured on one machine only.
+TOLERANCE = {"update": 4e-4, "probability": 1e-5}
 PARTS = ("encoder", "decoder", "head")
 BATCH_NORM_STATISTICS = ("running_mean", "running_var")
 
