@@ -112,19 +112,23 @@ def beyond_tolerance(figures: Dict[str, float], recorded: Dict[str, float]) -> L
             for key, off in differences(figures, recorded).items() if off > tolerance(key)]
 
 
+def measure(encoders: Dict[str, Optional[Path]] = ENCODERS, **changes) -> Dict[str, dict]:
+    """Each encoder's short run here (with `changes`): its fingerprint and digest."""
+    runs = {}
+    for name, weights in encoders.items():
+        with tempfile.TemporaryDirectory() as folder:
+            trained, start, probabilities = short_run(weights, Path(folder), **changes)
+        runs[name] = {"fingerprint": fingerprint(trained, start, probabilities),
+                      "digest": digest(trained, probabilities)}
+    return runs
+
+
 def record() -> dict:
-    """Run every encoder's short run here; the record tests/same_numbers.json holds."""
+    """Every encoder's short run here: the record tests/same_numbers.json holds."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip()
-    runs = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, weights in ENCODERS.items():
-            (Path(folder) / name).mkdir()
-            trained, start, probabilities = short_run(weights, Path(folder) / name)
-            runs[name] = {"fingerprint": fingerprint(trained, start, probabilities),
-                          "digest": digest(trained, probabilities)}
     return {"recorded_at": f"commit {commit}", "machine": machine(), "short_run": SHORT_RUN,
-            "runs": runs}
+            "runs": measure()}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -19,8 +19,8 @@ RECORDED = json.loads(pins.RECORD.read_text())
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Each encoder's short run here, trained once for the module: (trained, start, probs)."""
+def runs():
+    """Each encoder's short run here, trained once for the module: its fingerprint and digest."""
     made = {}
 
     def run(name):
@@ -28,14 +28,14 @@ def runs(tmp_path_factory):
             weights = pins.ENCODERS[name]
             if weights is not None and not weights.exists():
                 pytest.skip(f"needs {weights}")
-            made[name] = pins.short_run(weights, tmp_path_factory.mktemp(name))
+            made.update(pins.measure({name: weights}))
         return made[name]
     return run
 
 
 @pytest.mark.parametrize("name", list(pins.ENCODERS))
 def test_the_same_seed_trains_the_recorded_numbers_on_any_machine(name, runs):
-    figures = pins.fingerprint(*runs(name))
+    figures = runs(name)["fingerprint"]
     off = pins.beyond_tolerance(figures, RECORDED["runs"][name]["fingerprint"])
     assert not off, (f"{name}: the numbers moved since {RECORDED['recorded_at']}:\n  "
                      + "\n  ".join(off))
@@ -46,15 +46,14 @@ def test_the_same_seed_trains_the_recorded_bits_on_the_recording_machine(name, r
     if pins.machine() != RECORDED["machine"]:
         pytest.skip(f"the digests were recorded on {RECORDED['machine']}, this is "
                     f"{pins.machine()}: other vector units add up in another order")
-    trained, _, probabilities = runs(name)
-    assert pins.digest(trained, probabilities) == RECORDED["runs"][name]["digest"], (
+    assert runs(name)["digest"] == RECORDED["runs"][name]["digest"], (
         f"{name}: the weights or predictions moved since {RECORDED['recorded_at']}")
 
 
 @pytest.mark.parametrize("change", [{"lr": segmentation.Config.lr * 1.001}, {"steps": 5},
                                     {"seed": 1}], ids=["lr+0.1%", "one more step", "seed 1"])
-def test_a_moved_default_is_caught(change, tmp_path):
-    figures = pins.fingerprint(*pins.short_run(None, tmp_path, **change))
+def test_a_moved_default_is_caught(change):
+    figures = pins.measure({"random-encoder": None}, **change)["random-encoder"]["fingerprint"]
     assert pins.beyond_tolerance(figures, RECORDED["runs"]["random-encoder"]["fingerprint"])
 
 
